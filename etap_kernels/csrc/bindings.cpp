@@ -1,0 +1,117 @@
+// Torch bindings: turn validated tensors (etap_kernels/interface.py checks every argument and
+// raises clear Python errors) into DecodeParams and launch. The checks here are a last guard.
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/extension.h>
+
+#include "etap_params.h"
+
+namespace {
+
+void check_cuda(int err, const char* what) {
+  TORCH_CHECK(err == 0, "ETAP ", what, " launch failed: ", cudaGetErrorString(cudaError_t(err)));
+}
+
+std::vector<at::Tensor> get_metadata(const at::Tensor& seqlens, int64_t num_parts) {
+  TORCH_CHECK(seqlens.is_cuda() && seqlens.scalar_type() == at::kInt && seqlens.dim() == 1 &&
+                  seqlens.is_contiguous(),
+              "cache_seqlens must be a contiguous int32 CUDA vector");
+  TORCH_CHECK(num_parts >= 1, "num_parts must be >= 1");
+  const c10::cuda::CUDAGuard guard(seqlens.device());
+  const int batch = int(seqlens.size(0));
+  auto opts = seqlens.options();
+  at::Tensor meta = at::empty({num_parts, etap::kMetaInts}, opts);
+  at::Tensor num_splits = at::empty({batch + 1}, opts);
+  etap::MetadataParams p{seqlens.data_ptr<int>(), batch, int(num_parts), meta.data_ptr<int>(),
+                         num_splits.data_ptr<int>()};
+  check_cuda(etap::launch_metadata(p, at::cuda::getCurrentCUDAStream().stream()), "metadata");
+  return {meta, num_splits};
+}
+
+void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor& k_nope,
+            const at::Tensor& k_rope, const at::Tensor& seqlens, const at::Tensor& page_table,
+            const c10::optional<at::Tensor>& page_indptr, const at::Tensor& sched_meta,
+            const at::Tensor& num_splits, at::Tensor& out, at::Tensor& lse, at::Tensor& o_accum,
+            at::Tensor& lse_accum, int64_t rows_per_group, int64_t num_groups, int64_t rows_per_wg,
+            double softmax_scale, bool causal) {
+  const auto dtype = q_nope.scalar_type();
+  TORCH_CHECK(dtype == at::kBFloat16 || dtype == at::kHalf, "q must be bf16 or fp16");
+  for (const at::Tensor* t : {&q_rope, &k_nope, &k_rope, &out})
+    TORCH_CHECK(t->scalar_type() == dtype, "q, cache and out must share one dtype");
+  TORCH_CHECK(q_nope.dim() == 4 && q_rope.dim() == 4 && out.dim() == 4 && lse.dim() == 3 &&
+                  k_nope.dim() == 3 && k_rope.dim() == 3,
+              "bad ranks");
+  TORCH_CHECK(q_nope.stride(3) == 1 && q_rope.stride(3) == 1 && k_nope.stride(2) == 1 &&
+                  k_rope.stride(2) == 1 && out.stride(3) == 1,
+              "last dims must be contiguous");
+  TORCH_CHECK(rows_per_wg == 8 || rows_per_wg == 16 || rows_per_wg == 24 || rows_per_wg == 32,
+              "rows_per_wg must be 8, 16, 24 or 32");
+  const c10::cuda::CUDAGuard guard(q_nope.device());
+
+  etap::DecodeParams p{};
+  p.q_nope = q_nope.data_ptr();
+  p.q_rope = q_rope.data_ptr();
+  for (int d = 0; d < 3; ++d) {
+    p.q_nope_stride[d] = q_nope.stride(d);
+    p.q_rope_stride[d] = q_rope.stride(d);
+    p.out_stride[d] = out.stride(d);
+    p.lse_stride[d] = lse.stride(d);
+  }
+  p.k_nope = k_nope.data_ptr();
+  p.k_rope = k_rope.data_ptr();
+  p.k_nope_page_stride = k_nope.stride(0);
+  p.k_nope_row_stride = k_nope.stride(1);
+  p.k_rope_page_stride = k_rope.stride(0);
+  p.k_rope_row_stride = k_rope.stride(1);
+  p.num_pages = int(k_nope.size(0));
+  p.page_size = int(k_nope.size(1));
+  p.page_shift = -1;
+  for (int s = 0; s < 31; ++s)
+    if ((1 << s) == p.page_size) p.page_shift = s;
+
+  p.page_table = page_table.data_ptr<int>();
+  p.page_indptr = page_indptr.has_value() ? page_indptr->data_ptr<int>() : nullptr;
+  p.page_table_stride = page_table.dim() == 2 ? page_table.stride(0) : 0;
+  p.page_table_len = page_table.numel();
+  p.max_pages_per_seq = page_table.dim() == 2 ? int(page_table.size(1)) : 0;
+  p.seqlens = seqlens.data_ptr<int>();
+
+  p.out = out.data_ptr();
+  p.lse = lse.data_ptr<float>();
+  p.o_accum = o_accum.data_ptr<float>();
+  p.lse_accum = lse_accum.data_ptr<float>();
+  p.max_slots = int(o_accum.size(0));
+
+  p.sched_meta = sched_meta.data_ptr<int>();
+  p.num_splits = num_splits.data_ptr<int>();
+  p.num_parts = int(sched_meta.size(0));
+
+  p.batch = int(q_nope.size(0));
+  p.s_q = int(q_nope.size(1));
+  p.h_q = int(q_nope.size(2));
+  p.rows = p.s_q * p.h_q;
+  p.rows_per_group = int(rows_per_group);
+  p.num_groups = int(num_groups);
+  p.rows_per_wg = int(rows_per_wg);
+  p.scale_log2 = float(softmax_scale * 1.4426950408889634);
+  p.causal = causal;
+  if (p.batch == 0) return;
+
+  void* stream = at::cuda::getCurrentCUDAStream().stream();
+  const bool fp16 = dtype == at::kHalf;
+  int err = 0;
+#define ETAP_DISPATCH(dt, n) \
+  if (!fp16 == (std::string(#dt) == "bf16") && rows_per_wg == n) err = etap::launch_decode_##dt##_n##n(p, stream);
+  ETAP_FOR_EACH_INSTANCE(ETAP_DISPATCH)
+#undef ETAP_DISPATCH
+  check_cuda(err, "decode");
+  check_cuda(etap::launch_combine(p, fp16, stream), "combine");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "ETAP transposed MLA decode kernels (sm_90a)";
+  m.def("get_metadata", &get_metadata, "split-KV schedule from cache_seqlens (GPU, no sync)");
+  m.def("decode", &decode, "ETAP MLA decode into out/lse");
+}

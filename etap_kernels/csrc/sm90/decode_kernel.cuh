@@ -1,0 +1,482 @@
+// ETAP decode kernel for sm_90a: transposed MLA attention.
+//
+// Per 64-row KV tile, each consumer warpgroup computes
+//     S^T = K . Q^T            (WGMMA M = 64 KV rows, N = its query rows, K = 576)
+//     online softmax down M    (per column = per query row)
+//     O^T += V^T . P^T         (M = 512 latent dims in 8 atoms, N = query rows, K = 64 KV rows)
+// so the query rows (heads x new tokens) sit on WGMMA N and are padded only to a multiple of 8.
+//
+// CTA = 3 warpgroups: WG0 loads (cp.async into 128B-swizzled tiles, completion on mbarriers),
+// WG1 and WG2 each own half of the CTA's query rows and share every KV tile. The CTA walks the
+// pieces (batch, tile range) of its part of the split-KV schedule; a piece that covers a whole
+// sequence writes `out`/`lse` directly, a partial piece writes fp32 partials for the combine kernel.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/reg_reconfig.h>
+#include <cutlass/cutlass.h>
+#include <cutlass/numeric_types.h>
+
+#include "../etap_params.h"
+#include "sync.cuh"
+
+namespace etap::sm90 {
+
+using namespace cute;
+
+constexpr int kStages = 2;
+constexpr int kThreads = 384;
+constexpr int kChunksPerRow = kDimQK / 8;  // 16-byte chunks per 576-wide row
+constexpr int kNopeChunks = kDimV / 8;
+
+template <class T, int N>
+struct Config {
+  static_assert(N % 8 == 0 && N >= 8 && N <= 32, "rows per warpgroup must be 8..32 in steps of 8");
+  using SwAtom = GMMA::Layout_K_SW128_Atom<T>;
+  using LayoutKV = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTileKV>, Int<kDimQK>>{}));
+  using LayoutV = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTileKV>, Int<kDimV>>{}));
+  // V^T as the MN-major A operand: the same bytes as the first 512 columns of the KV tile.
+  using LayoutVt =
+      decltype(composition(LayoutV{}, make_layout(Shape<Int<kDimV>, Int<kTileKV>>{}, GenRowMajor{})));
+  using LayoutQ = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kDimQK>>{}));
+  using LayoutP = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kTileKV>>{}));
+  using MmaS = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<T, T, float, Shape<Int<kTileKV>, Int<N>, Int<kDimQK>>, GMMA::Major::K,
+                           GMMA::Major::K>()));
+  using MmaO = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<T, T, float, Shape<Int<kDimV>, Int<N>, Int<kTileKV>>, GMMA::Major::MN,
+                           GMMA::Major::K>()));
+  static constexpr int kCols = N / 4;  // query rows (accumulator columns) each thread holds
+  // Output staging in the warpgroup's Q buffer once its piece is done: [N][512 + 8] elements.
+  static constexpr int kStagePitch = kDimV + 8;
+  static_assert(N * kStagePitch <= N * kDimQK, "staging must fit in the Q buffer");
+};
+
+template <class T, int N>
+struct alignas(1024) SharedStorage {
+  using C = Config<T, N>;
+  alignas(1024) T kv[kStages][cosize_v<typename C::LayoutKV>];
+  alignas(1024) T q[2][cosize_v<typename C::LayoutQ>];
+  alignas(1024) T p[2][cosize_v<typename C::LayoutP>];
+  float red[2][2][4][N];     // [warpgroup][parity][warp][column]: cross-warp column reductions
+  int page_of_row[2][kTileKV];  // producer: page id per tile row (-1 = zero-fill), double-buffered
+  uint64_t full[kStages];
+  uint64_t empty[kStages];
+  uint64_t q_full;
+  uint64_t q_empty;
+};
+
+struct Piece {
+  int batch, tile_begin, tile_end, slot;  // slot < 0: whole sequence, write out/lse directly
+};
+
+__device__ __forceinline__ int num_tiles_of(int len) {
+  return len <= 0 ? 1 : (len + kTileKV - 1) / kTileKV;
+}
+
+// Walks the pieces of one part exactly as etap_kernels/scheduler.py documents.
+template <class F>
+__device__ __forceinline__ void for_each_piece(const DecodeParams& p, int part, F&& f) {
+  const int* meta = p.sched_meta + part * kMetaInts;
+  const int b0 = meta[0], t0 = meta[1], b1 = meta[2], t1 = meta[3], split0 = meta[4];
+  for (int i = max(b0, 0); i <= b1 && i < p.batch; ++i) {
+    const int n = num_tiles_of(p.seqlens[i]);
+    const int ta = i == b0 ? t0 : 0;
+    const int tb = min(i == b1 ? t1 : n, n);
+    if (ta >= tb) continue;
+    const int nslots = p.num_splits[i + 1] - p.num_splits[i];
+    int slot = -1;
+    if (nslots > 0) {
+      slot = p.num_splits[i] + (i == b0 ? split0 : 0);
+      if (slot < 0 || slot >= p.max_slots) slot = -2;  // inconsistent metadata: compute, write nothing
+    }
+    f(Piece{i, ta, tb, slot});
+  }
+}
+
+// Tokens of sequence i that the page table can address; lengths are clamped to it.
+__device__ __forceinline__ int effective_len(const DecodeParams& p, int i) {
+  int64_t cap_pages = p.page_indptr ? int64_t(p.page_indptr[i + 1]) - p.page_indptr[i]
+                                    : int64_t(p.max_pages_per_seq);
+  int64_t cap = cap_pages * p.page_size;
+  int64_t len = p.seqlens[i];
+  len = len < 0 ? 0 : len;
+  return int(len < cap ? len : (cap < 0 ? 0 : cap));
+}
+
+template <class T, int N>
+__device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T, N>& ss, int part,
+                                         int group) {
+  using C = Config<T, N>;
+  const int tid = threadIdx.x % 128;
+  const T* q_nope = static_cast<const T*>(p.q_nope);
+  const T* q_rope = static_cast<const T*>(p.q_rope);
+  const T* k_nope = static_cast<const T*>(p.k_nope);
+  const T* k_rope = static_cast<const T*>(p.k_rope);
+  int it = 0, piece_idx = 0;
+
+  for_each_piece(p, part, [&](const Piece& pc) {
+    const int len = effective_len(p, pc.batch);
+    const int* table = p.page_indptr ? p.page_table + p.page_indptr[pc.batch]
+                                     : p.page_table + int64_t(pc.batch) * p.page_table_stride;
+    const int64_t table_begin = p.page_indptr ? p.page_indptr[pc.batch] : 0;
+
+    // Q rows of this group, both warpgroups' halves; rows past the end are zero-filled.
+    mbar_wait(&ss.q_empty, (piece_idx & 1) ^ 1);
+    for (int c = tid; c < 2 * N * kChunksPerRow; c += 128) {
+      const int row = c / kChunksPerRow, chunk = c % kChunksPerRow;
+      const int wg = row / N, r = row % N;
+      const int local = wg * N + r;
+      const int grow = group * p.rows_per_group + local;
+      const bool valid = local < p.rows_per_group && grow < p.rows;
+      const int tok = valid ? grow / p.h_q : 0, head = valid ? grow % p.h_q : 0;
+      const T* src = chunk < kNopeChunks
+          ? q_nope + pc.batch * p.q_nope_stride[0] + tok * p.q_nope_stride[1] +
+                head * p.q_nope_stride[2] + chunk * 8
+          : q_rope + pc.batch * p.q_rope_stride[0] + tok * p.q_rope_stride[1] +
+                head * p.q_rope_stride[2] + (chunk - kNopeChunks) * 8;
+      Tensor sQ = make_tensor(make_smem_ptr(ss.q[wg]), typename C::LayoutQ{});
+      cp_async_16(&sQ(r, chunk * 8), valid ? src : q_nope, valid);
+    }
+    cp_async_arrive_noinc(&ss.q_full);
+
+    for (int t = pc.tile_begin; t < pc.tile_end; ++t, ++it) {
+      const int stage = it % kStages;
+      mbar_wait(&ss.empty[stage], ((it / kStages) & 1) ^ 1);
+      int* rows = ss.page_of_row[it & 1];
+      if (tid < kTileKV) {
+        const int pos = t * kTileKV + tid;
+        int page = -1;
+        if (pos < len) {
+          const int logical = p.page_shift >= 0 ? pos >> p.page_shift : pos / p.page_size;
+          const bool in_table = p.page_indptr ? table_begin + logical < p.page_table_len
+                                              : logical < p.max_pages_per_seq;
+          const int id = in_table ? table[logical] : -1;
+          page = (id >= 0 && id < p.num_pages) ? id : -1;
+        }
+        rows[tid] = page;
+      }
+      named_barrier_sync(1, 128);
+      Tensor sKV = make_tensor(make_smem_ptr(ss.kv[stage]), typename C::LayoutKV{});
+#pragma unroll 4
+      for (int c = tid; c < kTileKV * kChunksPerRow; c += 128) {
+        const int r = c / kChunksPerRow, chunk = c % kChunksPerRow;
+        const int page = rows[r];
+        const int pos = t * kTileKV + r;
+        const int slot = p.page_shift >= 0 ? pos & (p.page_size - 1) : pos % p.page_size;
+        const T* src = chunk < kNopeChunks
+            ? k_nope + page * p.k_nope_page_stride + slot * p.k_nope_row_stride + chunk * 8
+            : k_rope + page * p.k_rope_page_stride + slot * p.k_rope_row_stride +
+                  (chunk - kNopeChunks) * 8;
+        cp_async_16(&sKV(r, chunk * 8), page >= 0 ? src : k_nope, page >= 0);
+      }
+      cp_async_arrive_noinc(&ss.full[stage]);
+    }
+    ++piece_idx;
+  });
+}
+
+template <class T, int N>
+__device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T, N>& ss, int part,
+                                         int group, int wg) {
+  using C = Config<T, N>;
+  constexpr int kCols = C::kCols;
+  const int tid = threadIdx.x % 128;
+  const int lane = tid % 32, warp = tid / 32;
+  const int bar_id = 2 + wg;
+
+  typename C::MmaS mma_s;
+  typename C::MmaO mma_o;
+  auto thr_s = mma_s.get_thread_slice(tid);
+  auto thr_o = mma_o.get_thread_slice(tid);
+
+  Tensor sQ = make_tensor(make_smem_ptr(ss.q[wg]), typename C::LayoutQ{});
+  Tensor sP = make_tensor(make_smem_ptr(ss.p[wg]), typename C::LayoutP{});
+  Tensor tSrQ = thr_s.partition_fragment_B(sQ);
+  Tensor tOrP = thr_o.partition_fragment_B(sP);
+  Tensor accS = partition_fragment_C(mma_s, Shape<Int<kTileKV>, Int<N>>{});  // ((2,2,N/8),1,1)
+  Tensor accO = partition_fragment_C(mma_o, Shape<Int<kDimV>, Int<N>>{});    // ((2,2,N/8),8,1)
+
+  // Accumulator element (v0, v1, j) of a 64xN atom sits at row 16*warp + lane/4 + 8*v1 and
+  // column 2*(lane%4) + v0 + 8*j; column slot c = v0 + 2*j indexes this thread's columns.
+  auto col_of = [&](int c) { return 2 * (lane % 4) + (c % 2) + 8 * (c / 2); };
+
+  int it = 0, piece_idx = 0, red_parity = 0;
+  for_each_piece(p, part, [&](const Piece& pc) {
+    const int len = effective_len(p, pc.batch);
+    int limit[kCols];  // KV positions < limit are visible to column c
+    int min_limit = len;
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) {
+      const int grow = group * p.rows_per_group + wg * N + col_of(c);
+      const int tok = grow / p.h_q;
+      limit[c] = p.causal ? len - (p.s_q - 1 - tok) : len;
+      min_limit = min(min_limit, limit[c]);
+    }
+
+    float m_run[kCols], l_run[kCols];
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) {
+      m_run[c] = -INFINITY;
+      l_run[c] = 0.f;
+    }
+    clear(accO);
+
+    mbar_wait(&ss.q_full, piece_idx & 1);
+    fence_proxy_async();
+
+    for (int t = pc.tile_begin; t < pc.tile_end; ++t, ++it) {
+      const int stage = it % kStages;
+      mbar_wait(&ss.full[stage], (it / kStages) & 1);
+      fence_proxy_async();  // cp.async (generic proxy) writes -> WGMMA (async proxy) reads
+
+      Tensor sK = make_tensor(make_smem_ptr(ss.kv[stage]), typename C::LayoutKV{});
+      Tensor sVt = make_tensor(make_smem_ptr(ss.kv[stage]), typename C::LayoutVt{});
+      Tensor tSrK = thr_s.partition_fragment_A(sK);
+      Tensor tOrVt = thr_o.partition_fragment_A(sVt);
+
+      // S^T = K . Q^T
+      warpgroup_fence_operand(accS);
+      warpgroup_arrive();
+      mma_s.accumulate_ = GMMA::ScaleOut::Zero;
+#pragma unroll
+      for (int k = 0; k < size<2>(tSrK); ++k) {
+        cute::gemm(mma_s, tSrK(_, _, k), tSrQ(_, _, k), accS);
+        mma_s.accumulate_ = GMMA::ScaleOut::One;
+      }
+      warpgroup_commit_batch();
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(accS);
+
+      // Scale into log2 units and mask positions past each column's limit.
+      const bool need_mask = (t + 1) * kTileKV > min_limit;
+      float col_max[kCols];
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) col_max[c] = -INFINITY;
+#pragma unroll
+      for (int i = 0; i < size(accS); ++i) {
+        const int v0 = i % 2, v1 = (i / 2) % 2, j = i / 4;
+        const int c = v0 + 2 * j;
+        float s = accS(i) * p.scale_log2;
+        if (need_mask) {
+          const int pos = t * kTileKV + 16 * warp + lane / 4 + 8 * v1;
+          if (pos >= limit[c]) s = -INFINITY;
+        }
+        accS(i) = s;
+        col_max[c] = fmaxf(col_max[c], s);
+      }
+      // Column max down M: lanes sharing lane%4, then the 4 warps through shared memory.
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+        col_max[c] = fmaxf(col_max[c], __shfl_xor_sync(0xffffffff, col_max[c], 4));
+        col_max[c] = fmaxf(col_max[c], __shfl_xor_sync(0xffffffff, col_max[c], 8));
+        col_max[c] = fmaxf(col_max[c], __shfl_xor_sync(0xffffffff, col_max[c], 16));
+      }
+      float(*red)[N] = ss.red[wg][red_parity];
+      if (lane < 4) {
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) red[warp][col_of(c)] = col_max[c];
+      }
+      named_barrier_sync(bar_id, 128);
+      red_parity ^= 1;
+
+      float alpha[kCols], base[kCols];
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+        const int n = col_of(c);
+        const float mx = fmaxf(fmaxf(red[0][n], red[1][n]), fmaxf(red[2][n], red[3][n]));
+        const float m_new = fmaxf(m_run[c], mx);
+        base[c] = m_new == -INFINITY ? 0.f : m_new;  // fully masked so far: keep exp2 finite
+        alpha[c] = exp2f(m_run[c] - base[c]);
+        m_run[c] = m_new;
+        l_run[c] *= alpha[c];
+      }
+#pragma unroll
+      for (int i = 0; i < size(accS); ++i) {
+        const int c = (i % 2) + 2 * (i / 4);
+        const float pr = exp2f(accS(i) - base[c]);
+        accS(i) = pr;
+        l_run[c] += pr;
+      }
+#pragma unroll
+      for (int mi = 0; mi < size<1>(accO); ++mi) {
+#pragma unroll
+        for (int v = 0; v < size<0>(accO); ++v) {
+          const int c = (v % 2) + 2 * (v / 4);
+          accO(v, mi, 0) *= alpha[c];
+        }
+      }
+
+      // P^T to shared memory as the B operand (N x 64, K-major).
+#pragma unroll
+      for (int i = 0; i < size(accS); ++i) {
+        const int v0 = i % 2, v1 = (i / 2) % 2, j = i / 4;
+        const int m = 16 * warp + lane / 4 + 8 * v1;
+        const int n = 2 * (lane % 4) + v0 + 8 * j;
+        sP(n, m) = static_cast<T>(accS(i));
+      }
+      fence_proxy_async();
+      named_barrier_sync(bar_id, 128);
+
+      // O^T += V^T . P^T
+      warpgroup_fence_operand(accO);
+      warpgroup_arrive();
+#pragma unroll
+      for (int k = 0; k < size<2>(tOrVt); ++k) {
+        cute::gemm(mma_o, tOrVt(_, _, k), tOrP(_, _, k), accO);
+      }
+      warpgroup_commit_batch();
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(accO);
+      mbar_arrive(&ss.empty[stage]);
+    }
+
+    // Row sums: lanes sharing lane%4, then the 4 warps.
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) {
+      l_run[c] += __shfl_xor_sync(0xffffffff, l_run[c], 4);
+      l_run[c] += __shfl_xor_sync(0xffffffff, l_run[c], 8);
+      l_run[c] += __shfl_xor_sync(0xffffffff, l_run[c], 16);
+    }
+    {
+      float(*red)[N] = ss.red[wg][red_parity];
+      if (lane < 4) {
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) red[warp][col_of(c)] = l_run[c];
+      }
+      named_barrier_sync(bar_id, 128);  // also: every warp's WGMMAs on sQ have completed
+      red_parity ^= 1;
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+        const int n = col_of(c);
+        l_run[c] = red[0][n] + red[1][n] + red[2][n] + red[3][n];
+      }
+    }
+
+    float inv_l[kCols], lse2[kCols];
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) {
+      const bool any = l_run[c] > 0.f;
+      inv_l[c] = any ? 1.f / l_run[c] : 0.f;
+      lse2[c] = any ? m_run[c] + log2f(l_run[c]) : -INFINITY;
+    }
+
+    const int row0 = group * p.rows_per_group + wg * N;  // global query row of column 0
+    auto row_valid = [&](int n) {
+      return wg * N + n < p.rows_per_group && row0 + n < p.rows;
+    };
+
+    if (pc.slot == -1) {
+      // Whole sequence in this piece: normalise, stage [N][512] in this warpgroup's Q buffer,
+      // then write 16-byte vectors of out.
+      T* stage_buf = ss.q[wg];
+#pragma unroll
+      for (int mi = 0; mi < size<1>(accO); ++mi) {
+#pragma unroll
+        for (int v = 0; v < size<0>(accO); ++v) {
+          const int c = (v % 2) + 2 * (v / 4);
+          const int n = col_of(c);
+          const int d = 64 * mi + 16 * warp + lane / 4 + 8 * ((v / 2) % 2);
+          stage_buf[n * C::kStagePitch + d] = static_cast<T>(accO(v, mi, 0) * inv_l[c]);
+        }
+      }
+      named_barrier_sync(bar_id, 128);
+      T* out = static_cast<T*>(p.out);
+      for (int idx = tid; idx < N * (kDimV / 8); idx += 128) {
+        const int n = idx / (kDimV / 8), chunk = idx % (kDimV / 8);
+        if (!row_valid(n)) continue;
+        const int grow = row0 + n;
+        const int tok = grow / p.h_q, head = grow % p.h_q;
+        T* dst = out + pc.batch * p.out_stride[0] + tok * p.out_stride[1] + head * p.out_stride[2] +
+                 chunk * 8;
+        *reinterpret_cast<uint4*>(dst) =
+            *reinterpret_cast<const uint4*>(stage_buf + n * C::kStagePitch + chunk * 8);
+      }
+      if (warp == 0 && lane < 4) {
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) {
+          const int n = col_of(c);
+          if (!row_valid(n)) continue;
+          const int grow = row0 + n;
+          const int tok = grow / p.h_q, head = grow % p.h_q;
+          p.lse[pc.batch * p.lse_stride[0] + head * p.lse_stride[1] + tok * p.lse_stride[2]] =
+              lse2[c] * 0.6931471805599453f;
+        }
+      }
+      named_barrier_sync(bar_id, 128);  // staging reads done before the Q buffer is refilled
+    } else if (pc.slot >= 0) {
+      // Partial piece: fp32 partial output and log2-domain lse for the combine kernel.
+      const int64_t block = (int64_t(pc.slot) * p.num_groups + group) * kRowsPerCta;
+#pragma unroll
+      for (int mi = 0; mi < size<1>(accO); ++mi) {
+#pragma unroll
+        for (int v = 0; v < size<0>(accO); ++v) {
+          const int c = (v % 2) + 2 * (v / 4);
+          const int n = col_of(c);
+          if (!row_valid(n)) continue;
+          const int d = 64 * mi + 16 * warp + lane / 4 + 8 * ((v / 2) % 2);
+          p.o_accum[(block + wg * N + n) * kDimV + d] = accO(v, mi, 0) * inv_l[c];
+        }
+      }
+      if (warp == 0 && lane < 4) {
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) {
+          const int n = col_of(c);
+          if (row_valid(n)) p.lse_accum[block + wg * N + n] = lse2[c];
+        }
+      }
+    }
+    mbar_arrive(&ss.q_empty);
+    ++piece_idx;
+  });
+}
+
+template <class T, int N>
+__global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_constant__ DecodeParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(1024) char smem_raw[];
+  auto& ss = *reinterpret_cast<SharedStorage<T, N>*>(smem_raw);
+  const int part = blockIdx.x, group = blockIdx.y;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(&ss.full[s], 128);   // one cp.async arrival per producer thread
+      mbar_init(&ss.empty[s], 256);  // every consumer thread releases the stage
+    }
+    mbar_init(&ss.q_full, 128);
+    mbar_init(&ss.q_empty, 256);
+    fence_mbarrier_init();
+  }
+  __syncthreads();
+
+  const int wg = threadIdx.x / 128;
+  if (wg == 0) {
+    cutlass::arch::warpgroup_reg_dealloc<40>();
+    producer<T, N>(p, ss, part, group);
+  } else {
+    cutlass::arch::warpgroup_reg_alloc<232>();
+    consumer<T, N>(p, ss, part, group, wg - 1);
+  }
+#endif
+}
+
+template <class T, int N>
+int launch_decode_impl(const DecodeParams& p, void* stream) {
+  constexpr int smem = sizeof(SharedStorage<T, N>);
+  static_assert(smem <= 232448, "exceeds the 227 KB of shared memory a Hopper CTA can opt into");
+  auto kernel = decode_kernel<T, N>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return int(err);
+  dim3 grid(p.num_parts, p.num_groups);
+  kernel<<<grid, kThreads, smem, static_cast<cudaStream_t>(stream)>>>(p);
+  return int(cudaGetLastError());
+}
+
+}  // namespace etap::sm90
+
+#define ETAP_DEFINE_LAUNCH(dt, T, n)                                          \
+  namespace etap {                                                            \
+  int launch_decode_##dt##_n##n(const DecodeParams& p, void* stream) {        \
+    return sm90::launch_decode_impl<T, n>(p, stream);                         \
+  }                                                                           \
+  }

@@ -1,0 +1,69 @@
+// Split-KV scheduler, computed on the GPU from cache_seqlens (no host synchronisation, so a
+// decode step can be captured in a CUDA graph and replayed with new lengths).
+// The algorithm is mirrored line by line in etap_kernels/scheduler.py (tested on the CPU).
+#include <cuda_runtime.h>
+
+#include "../etap_params.h"
+
+namespace etap {
+namespace {
+
+__global__ void metadata_kernel(MetadataParams p) {
+  extern __shared__ int tiles[];  // tiles per sequence (at least 1, so empty ones get written)
+  for (int i = threadIdx.x; i < p.batch; i += blockDim.x) {
+    const int len = p.seqlens[i];
+    tiles[i] = len <= 0 ? 1 : (len + kTileKV - 1) / kTileKV;
+  }
+  for (int i = threadIdx.x; i <= p.batch; i += blockDim.x) p.num_splits[i] = 0;
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+
+  long long total = 0;
+  for (int i = 0; i < p.batch; ++i) total += tiles[i] + kFixedCostTiles;
+  const long long payload = (total + p.num_parts - 1) / p.num_parts + kFixedCostTiles;
+
+  // Walk parts and sequences; count partial pieces per sequence in num_splits[i + 1].
+  int i = 0, t = 0;
+  for (int part = 0; part < p.num_parts; ++part) {
+    int* meta = p.sched_meta + part * kMetaInts;
+    meta[0] = i;
+    meta[1] = t;
+    meta[4] = t == 0 ? 0 : p.num_splits[i + 1];
+    long long rem = payload;
+    while (i < p.batch) {
+      const int need = tiles[i] - t + kFixedCostTiles;
+      if (need <= rem || part == p.num_parts - 1) {
+        if (t > 0) p.num_splits[i + 1] += 1;  // tail piece of a split sequence
+        rem -= need;
+        ++i;
+        t = 0;
+      } else {
+        const long long take = rem - kFixedCostTiles;
+        if (take > 0) {
+          p.num_splits[i + 1] += 1;  // head or middle piece of a split sequence
+          t += int(take);
+        }
+        break;
+      }
+    }
+    meta[2] = i;
+    meta[3] = t;
+    meta[5] = meta[6] = meta[7] = 0;
+  }
+  for (int k = 0; k < p.batch; ++k) p.num_splits[k + 1] += p.num_splits[k];
+}
+
+}  // namespace
+
+int launch_metadata(const MetadataParams& p, void* stream) {
+  const size_t smem = sizeof(int) * (p.batch > 0 ? p.batch : 1);
+  if (smem > 48 * 1024) {
+    cudaError_t err = cudaFuncSetAttribute(metadata_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           int(smem));
+    if (err != cudaSuccess) return int(err);
+  }
+  metadata_kernel<<<1, 1024, smem, static_cast<cudaStream_t>(stream)>>>(p);
+  return int(cudaGetLastError());
+}
+
+}  // namespace etap

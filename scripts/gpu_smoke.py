@@ -1,0 +1,130 @@
+"""Quick GPU smoke check: builds the extension, runs a few shapes against a float64 reference,
+checks the SASS for HGMMA, and times one large case. The full sweep is `pytest -m gpu`."""
+
+import math
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import etap_kernels  # noqa: E402
+from etap_kernels import _build  # noqa: E402
+
+
+def dense_reference(q, kv, lens, causal, scale):
+    """q [b,s,h,576] kv list of [len_i, 576] -> out [b,s,h,512], lse [b,h,s] (float64)."""
+    b, s_q, h, _ = q.shape
+    out = torch.zeros(b, s_q, h, 512, dtype=torch.float64, device=q.device)
+    lse = torch.full((b, h, s_q), -math.inf, dtype=torch.float64, device=q.device)
+    for i in range(b):
+        k = kv[i].double()
+        L = k.shape[0]
+        for t in range(s_q):
+            lim = L - (s_q - 1 - t) if causal else L
+            if lim <= 0:
+                continue
+            s = q[i, t].double() @ k[:lim].T * scale  # [h, lim]
+            m = s.max(dim=-1, keepdim=True).values
+            p = torch.exp(s - m)
+            l = p.sum(-1, keepdim=True)
+            out[i, t] = (p / l) @ k[:lim, :512]
+            lse[i, :, t] = (m + torch.log(l)).squeeze(-1)
+    return out, lse
+
+
+def run_case(b, s_q, h, lens, page_size, dtype, causal, layout):
+    dev = "cuda"
+    max_len = max(lens + [1])
+    pages_per = (max_len + page_size - 1) // page_size
+    num_pages = b * pages_per + 3
+    buf = torch.randn(num_pages, page_size, 1, 576, dtype=dtype, device=dev)
+    perm = torch.randperm(num_pages, device=dev)[: b * pages_per].view(b, pages_per).to(torch.int32)
+    q = torch.randn(b, s_q, h, 576, dtype=dtype, device=dev)
+    seqlens = torch.tensor(lens, dtype=torch.int32, device=dev)
+    kv = []
+    for i in range(b):
+        rows = buf[perm[i].long(), :, 0, :].reshape(-1, 576)
+        kv.append(rows[: lens[i]])
+    scale = 576 ** -0.5
+    meta, splits = etap_kernels.get_mla_metadata(seqlens, s_q * h, 1)
+    if layout == "flashmla":
+        out, lse = etap_kernels.flash_mla_with_kvcache(q, buf, perm, seqlens, 512, meta, splits, causal=causal)
+    else:
+        flat = buf.view(num_pages, page_size, 576)
+        indptr = torch.arange(0, b * pages_per + 1, pages_per, dtype=torch.int32, device=dev)
+        out = torch.full((b, s_q, h, 512), float("nan"), dtype=dtype, device=dev)
+        lse = torch.full((b, h, s_q), float("nan"), dtype=torch.float32, device=dev)
+        etap_kernels.mla_decode(q[..., :512], q[..., 512:], flat[..., :512], flat[..., 512:], seqlens, meta, splits,
+                                kv_indptr=indptr, kv_indices=perm.flatten().contiguous(), causal=causal,
+                                out=out, lse=lse)
+    torch.cuda.synchronize()
+    ref_o, ref_l = dense_reference(q, kv, lens, causal, scale)
+    err = ((out.double() - ref_o).norm() / ref_o.norm().clamp_min(1e-30)).item()
+    fin = torch.isfinite(ref_l)
+    lse_ok = bool(torch.equal(torch.isfinite(lse), fin)) and (
+        (lse.double()[fin] - ref_l[fin]).abs().max().item() < 1e-2 if fin.any() else True)
+    nan = bool(torch.isnan(out).any())
+    return err, lse_ok, nan
+
+
+def main():
+    t0 = time.time()
+    ext = _build.load_extension()
+    print(f"extension ready in {time.time() - t0:.1f}s: {ext.__file__}", flush=True)
+    so = ext.__file__
+    sass = subprocess.run(["cuobjdump", "--dump-sass", so], capture_output=True, text=True).stdout
+    print("HGMMA in SASS:", sass.count("HGMMA"), " LDL/STL:", sass.count("LDL"), sass.count("STL"), flush=True)
+    torch.manual_seed(0)
+    cases = [
+        (1, 1, 16, [64], 64, torch.bfloat16, False, "flashmla"),
+        (1, 1, 16, [200], 64, torch.bfloat16, False, "flashmla"),
+        (3, 1, 16, [0, 1, 65], 16, torch.bfloat16, False, "flashinfer"),
+        (4, 2, 16, [63, 64, 130, 1000], 1, torch.bfloat16, True, "flashinfer"),
+        (2, 1, 128, [5000, 77], 64, torch.float16, False, "flashmla"),
+        (2, 4, 8, [300, 9], 32, torch.bfloat16, True, "flashmla"),
+        (64, 1, 32, [(i * 97) % 3000 for i in range(64)], 64, torch.bfloat16, False, "flashmla"),
+        (1, 1, 1, [70000], 128, torch.bfloat16, False, "flashinfer"),
+        (2, 1, 40, [100, 2000], 16, torch.float16, True, "flashinfer"),
+    ]
+    fails = 0
+    for c in cases:
+        try:
+            err, lse_ok, nan = run_case(*c)
+            ok = err < 1e-2 and lse_ok and not nan
+        except Exception as exc:  # noqa: BLE001
+            err, lse_ok, nan, ok = float("nan"), False, True, False
+            print("   exception:", repr(exc)[:300])
+        fails += not ok
+        print(f"{'OK  ' if ok else 'FAIL'} b={c[0]} s_q={c[1]} h={c[2]} page={c[4]} {str(c[5])[6:]} causal={c[6]} "
+              f"{c[7]}: rel_err={err:.2e} lse_ok={lse_ok} nan={nan}", flush=True)
+
+    # One timing: b=16, s=65536, h=16, bf16, page 64.
+    b, s, h = 16, 65536, 16
+    buf = torch.randn(b * s // 64, 64, 1, 576, dtype=torch.bfloat16, device="cuda")
+    bt = torch.arange(b * s // 64, dtype=torch.int32, device="cuda").view(b, -1)
+    q = torch.randn(b, 1, h, 576, dtype=torch.bfloat16, device="cuda")
+    lens = torch.full((b,), s, dtype=torch.int32, device="cuda")
+    meta, splits = etap_kernels.get_mla_metadata(lens, h, 1)
+    f = lambda: etap_kernels.interface.mla_decode(  # noqa: E731
+        q[..., :512], q[..., 512:], buf[:, :, 0, :512], buf[:, :, 0, 512:], lens, meta, splits,
+        block_table=bt, validate_values=False)
+    for _ in range(3):
+        f()
+    torch.cuda.synchronize()
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+    times = []
+    for _ in range(20):
+        ev[0].record(); f(); ev[1].record(); torch.cuda.synchronize()
+        times.append(ev[0].elapsed_time(ev[1]) * 1e3)
+    times.sort()
+    med = times[len(times) // 2]
+    gbs = b * s * 576 * 2 / med / 1e3
+    print(f"timing b={b} s={s} h={h}: median {med:.1f} us, {gbs:.0f} GB/s", flush=True)
+    print(f"smoke: {len(cases) - fails} passed, {fails} failed")
+
+
+if __name__ == "__main__":
+    main()
