@@ -36,7 +36,7 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
             double softmax_scale, bool causal) {
   const auto dtype = q_nope.scalar_type();
   TORCH_CHECK(dtype == at::kBFloat16 || dtype == at::kHalf, "q must be bf16 or fp16");
-  for (const at::Tensor* t : {&q_rope, &k_nope, &k_rope, &out})
+  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&q_rope, &k_nope, &k_rope, &out})
     TORCH_CHECK(t->scalar_type() == dtype, "q, cache and out must share one dtype");
   TORCH_CHECK(q_nope.dim() == 4 && q_rope.dim() == 4 && out.dim() == 4 && lse.dim() == 3 &&
                   k_nope.dim() == 3 && k_rope.dim() == 3,

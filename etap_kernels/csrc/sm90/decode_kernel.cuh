@@ -12,6 +12,10 @@
 // sequence writes `out`/`lse` directly, a partial piece writes fp32 partials for the combine kernel.
 #pragma once
 
+// Every N in steps of 8 as a single WGMMA (64x24, 64x40, ...), not split into 64x8 atoms.
+#ifndef CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED
+#define CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED
+#endif
 #include <cute/tensor.hpp>
 #include <cutlass/arch/reg_reconfig.h>
 #include <cutlass/cutlass.h>
@@ -197,6 +201,10 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   Tensor accS = partition_fragment_C(mma_s, Shape<Int<kTileKV>, Int<N>>{});  // ((2,2,N/8),1,1)
   Tensor accO = partition_fragment_C(mma_o, Shape<Int<kDimV>, Int<N>>{});    // ((2,2,N/8),8,1)
 
+  // One WGMMA atom spans all N columns, so fragments are ((2,2,N/8), M atoms, 1).
+  static_assert(decltype(size<0>(accS))::value == N / 2 && decltype(size<2>(accS))::value == 1);
+  static_assert(decltype(size<0>(accO))::value == N / 2 && decltype(size<1>(accO))::value == 8 &&
+                decltype(size<2>(accO))::value == 1);
   // Accumulator element (v0, v1, j) of a 64xN atom sits at row 16*warp + lane/4 + 8*v1 and
   // column 2*(lane%4) + v0 + 8*j; column slot c = v0 + 2*j indexes this thread's columns.
   auto col_of = [&](int c) { return 2 * (lane % 4) + (c % 2) + 8 * (c / 2); };
