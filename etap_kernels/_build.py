@@ -55,6 +55,7 @@ def nvcc_flags() -> list[str]:
         "--expt-relaxed-constexpr",
         "--use_fast_math",
         "-DNDEBUG",
+        *os.environ.get("ETAP_EXTRA_NVCC_FLAGS", "").split(),  # for experiments; part of the cache key
     ]
 
 

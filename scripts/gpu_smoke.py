@@ -142,9 +142,6 @@ def timing(profile=True):
         times.append(ev[0].elapsed_time(ev[1]) * 1e3 / 10)
     times.sort()
     med = times[len(times) // 2]
-    if not profile:
-        print(f"median {med:.1f} us")
-        return
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from baselines import load_flashmla
     fm = load_flashmla()
@@ -167,6 +164,8 @@ def timing(profile=True):
             ft.append(ev[0].elapsed_time(ev[1]) * 1e3 / 10)
         ft.sort()
         print(f"flashmla same inputs: median {ft[2]:.1f} us, {b * s * 576 * 2 / ft[2] / 1e3:.0f} GB/s")
+    if not profile:
+        return
     from torch.profiler import profile as torch_profile, ProfilerActivity
     with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(5):

@@ -51,6 +51,13 @@ struct Config {
       GMMA::ss_op_selector<T, T, float, Shape<Int<kDimV>, Int<N>, Int<kTileKV>>, GMMA::Major::MN,
                            GMMA::Major::K>()));
   static constexpr int kCols = N / 4;  // query rows (accumulator columns) each thread holds
+  // S^T accumulates over 36 k-steps; small-N WGMMAs are latency-bound when chained on one
+  // accumulator, so independent partial sums are interleaved and added at the end.
+#ifdef ETAP_S_CHAINS  // experiments only
+  static constexpr int kSChains = ETAP_S_CHAINS;
+#else
+  static constexpr int kSChains = N <= 16 ? 4 : (N <= 24 ? 2 : 1);
+#endif
   // Output staging in the warpgroup's Q buffer once its piece is done: [N][512 + 8] elements.
   static constexpr int kStagePitch = kDimV + 8;
   static_assert(N * kStagePitch <= N * kDimQK, "staging must fit in the Q buffer");
@@ -124,6 +131,17 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
     const int* table = p.page_indptr ? p.page_table + p.page_indptr[pc.batch]
                                      : p.page_table + int64_t(pc.batch) * p.page_table_stride;
     const int64_t table_begin = p.page_indptr ? p.page_indptr[pc.batch] : 0;
+    auto slot_of = [&](int pos) { return p.page_shift >= 0 ? pos & (p.page_size - 1) : pos % p.page_size; };
+    // Page id of row r of tile t, or -1 (past the length, outside the table, or an invalid id).
+    auto page_of = [&](int t, int r) {
+      const int pos = t * kTileKV + r;
+      if (pos >= len) return -1;
+      const int logical = p.page_shift >= 0 ? pos >> p.page_shift : pos / p.page_size;
+      const bool in_table = p.page_indptr ? table_begin + logical < p.page_table_len
+                                          : logical < p.max_pages_per_seq;
+      const int id = in_table ? table[logical] : -1;
+      return (id >= 0 && id < p.num_pages) ? id : -1;
+    };
 
     // Q rows of this group, both warpgroups' halves; rows past the end are zero-filled.
     mbar_wait(&ss.q_empty, (piece_idx & 1) ^ 1);
@@ -146,28 +164,19 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
 
     for (int t = pc.tile_begin; t < pc.tile_end; ++t, ++it) {
       const int stage = it % kStages;
-      mbar_wait(&ss.empty[stage], ((it / kStages) & 1) ^ 1);
-      int* rows = ss.page_of_row[it & 1];
+      // Look up this tile's pages before waiting for a free stage, hiding the table's latency.
+      int* rows = ss.page_of_row[it & 1];  // last read two tiles ago, before the barrier below
       if (tid < kTileKV) {
-        const int pos = t * kTileKV + tid;
-        int page = -1;
-        if (pos < len) {
-          const int logical = p.page_shift >= 0 ? pos >> p.page_shift : pos / p.page_size;
-          const bool in_table = p.page_indptr ? table_begin + logical < p.page_table_len
-                                              : logical < p.max_pages_per_seq;
-          const int id = in_table ? table[logical] : -1;
-          page = (id >= 0 && id < p.num_pages) ? id : -1;
-        }
-        rows[tid] = page;
+        rows[tid] = page_of(t, tid);
       }
       named_barrier_sync(1, 128);
+      mbar_wait(&ss.empty[stage], ((it / kStages) & 1) ^ 1);
       Tensor sKV = make_tensor(make_smem_ptr(ss.kv[stage]), typename C::LayoutKV{});
 #pragma unroll 4
       for (int c = tid; c < kTileKV * kChunksPerRow; c += 128) {
         const int r = c / kChunksPerRow, chunk = c % kChunksPerRow;
         const int page = rows[r];
-        const int pos = t * kTileKV + r;
-        const int slot = p.page_shift >= 0 ? pos & (p.page_size - 1) : pos % p.page_size;
+        const int slot = slot_of(t * kTileKV + r);
         const T* src = chunk < kNopeChunks
             ? k_nope + page * p.k_nope_page_stride + slot * p.k_nope_row_stride + chunk * 8
             : k_rope + page * p.k_rope_page_stride + slot * p.k_rope_row_stride +
@@ -244,17 +253,26 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       Tensor tOrVt = thr_o.partition_fragment_A(sVt);
 
       // S^T = K . Q^T
-      warpgroup_fence_operand(accS);
+      decltype(accS) accS_part[C::kSChains];
+#pragma unroll
+      for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(accS_part[ch]);
       warpgroup_arrive();
-      mma_s.accumulate_ = GMMA::ScaleOut::Zero;
 #pragma unroll
       for (int k = 0; k < size<2>(tSrK); ++k) {
-        cute::gemm(mma_s, tSrK(_, _, k), tSrQ(_, _, k), accS);
-        mma_s.accumulate_ = GMMA::ScaleOut::One;
+        mma_s.accumulate_ = k < C::kSChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+        cute::gemm(mma_s, tSrK(_, _, k), tSrQ(_, _, k), accS_part[k % C::kSChains]);
       }
       warpgroup_commit_batch();
       warpgroup_wait<0>();
-      warpgroup_fence_operand(accS);
+#pragma unroll
+      for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(accS_part[ch]);
+#pragma unroll
+      for (int i = 0; i < size(accS); ++i) {
+        float sum = accS_part[0](i);
+#pragma unroll
+        for (int ch = 1; ch < C::kSChains; ++ch) sum += accS_part[ch](i);
+        accS(i) = sum;
+      }
 
       // Scale into log2 units and mask positions past each column's limit.
       const bool need_mask = (t + 1) * kTileKV > min_limit;
