@@ -142,6 +142,10 @@ def timing(profile=True):
         times.append(ev[0].elapsed_time(ev[1]) * 1e3 / 10)
     times.sort()
     med = times[len(times) // 2]
+    gbs = b * s * 576 * 2 / med / 1e3
+    print(f"timing b={b} s={s} h={h}: median {med:.1f} us, {gbs:.0f} GB/s", flush=True)
+    if not profile:
+        return
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from baselines import load_flashmla
     fm = load_flashmla()
@@ -164,16 +168,12 @@ def timing(profile=True):
             ft.append(ev[0].elapsed_time(ev[1]) * 1e3 / 10)
         ft.sort()
         print(f"flashmla same inputs: median {ft[2]:.1f} us, {b * s * 576 * 2 / ft[2] / 1e3:.0f} GB/s")
-    if not profile:
-        return
     from torch.profiler import profile as torch_profile, ProfilerActivity
     with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(5):
             f()
         torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=6))
-    gbs = b * s * 576 * 2 / med / 1e3
-    print(f"timing b={b} s={s} h={h}: median {med:.1f} us, {gbs:.0f} GB/s", flush=True)
 
 
 if __name__ == "__main__":

@@ -181,7 +181,9 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
             ? k_nope + page * p.k_nope_page_stride + slot * p.k_nope_row_stride + chunk * 8
             : k_rope + page * p.k_rope_page_stride + slot * p.k_rope_row_stride +
                   (chunk - kNopeChunks) * 8;
+#ifndef ETAP_EXP_NO_LOAD  // experiment: measure the math alone
         cp_async_16(&sKV(r, chunk * 8), page >= 0 ? src : k_nope, page >= 0);
+#endif
       }
       cp_async_arrive_noinc(&ss.full[stage]);
     }
@@ -246,6 +248,10 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       const int stage = it % kStages;
       mbar_wait(&ss.full[stage], (it / kStages) & 1);
       fence_proxy_async();  // cp.async (generic proxy) writes -> WGMMA (async proxy) reads
+#ifdef ETAP_EXP_NO_MATH  // experiment: measure the load pipeline alone
+      mbar_arrive(&ss.empty[stage]);
+      continue;
+#endif
 
       Tensor sK = make_tensor(make_smem_ptr(ss.kv[stage]), typename C::LayoutKV{});
       Tensor sVt = make_tensor(make_smem_ptr(ss.kv[stage]), typename C::LayoutVt{});

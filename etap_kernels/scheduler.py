@@ -1,0 +1,174 @@
+"""Pure-Python mirror of ETAP's split-KV scheduler (``csrc/sm90/metadata.cu``).
+
+The GPU computes the schedule from ``cache_seqlens`` without a host synchronisation; this module
+computes the same thing on the host so CPU tests can check its invariants and a GPU test can
+compare the CUDA metadata with it element for element.
+
+Units
+-----
+KV is processed in tiles of ``TILE = 64`` rows. Sequence ``i`` has
+``n[i] = max(1, cdiv(max(0, len_i), TILE))`` tiles: a sequence of length 0 (or a negative one)
+still gets one (empty) tile, so that some CTA writes its output (out = 0, lse = -inf).
+Every piece of work also costs ``FIXED_COST = 5`` tiles' worth of overhead (Q load, epilogue,
+combine), so the scheduler balances ``tiles + FIXED_COST * pieces`` per part.
+
+Parts
+-----
+``num_parts = num_sm_parts(num_sms, rows)`` with ``rows = s_q * h_q``: a CTA serves up to
+``ROWS_PER_CTA = 64`` query rows, the ``num_row_groups(rows)`` row groups each run every part, so
+``num_parts * num_row_groups`` CTAs fill the GPU once.
+
+``schedule(seqlens, num_parts)`` walks the sequences in order and cuts them into consecutive
+parts of (about) equal cost ``payload = cdiv(sum(n) + FIXED_COST * b, num_parts) + FIXED_COST``.
+A part finishes whole sequences while they fit; the sequence that does not fit is split: the
+part takes ``rem - FIXED_COST`` of its tiles (if that is > 0) and the next part goes on from
+there. The last part takes everything that is left (by the bound below it never exceeds the
+payload anyway).
+
+tile_scheduler_metadata: int32 [num_parts, 8], one row per part
+---------------------------------------------------------------
+    [0] begin_b      first sequence the part touches
+    [1] begin_t      first tile of begin_b (0 unless begin_b was split before this part)
+    [2] end_b        sequence at which the part stops (exclusive unless end_t > 0); may be b
+    [3] end_t        tile of end_b at which the part stops (exclusive)
+    [4] begin_split  how many pieces begin_b already has in earlier parts (0 when begin_t == 0)
+    [5..7]           0 (reserved)
+
+Part p covers, for every ``i`` in ``begin_b .. end_b`` with ``i < b``, the tiles
+``[begin_t if i == begin_b else 0, end_t if i == end_b else n[i])``; empty ranges are skipped
+(``end_b`` with ``end_t == 0`` is not touched; an empty part has ``begin == end``).
+
+num_splits: int32 [b + 1], prefix sums of split slots
+-----------------------------------------------------
+A piece is *partial* iff it does not cover all tiles ``[0, n[i])`` of its sequence. A sequence
+is either done by one whole piece (0 slots) or by >= 2 partial pieces, which get consecutive
+slots ``num_splits[i] .. num_splits[i + 1] - 1`` in order of their tiles. The partial piece of
+sequence ``i`` in part ``p`` has slot ``num_splits[i] + (begin_split if i == begin_b else 0)``:
+any piece of ``i`` other than at ``begin_b`` starts at tile 0 and so is its first piece.
+A whole piece (slot -1) writes ``out``/``lse`` directly; partial pieces write ``o_accum`` /
+``lse_accum`` at their slot and a combine kernel merges slots ``num_splits[i]..num_splits[i+1]``.
+
+Bounds (proved in tests/test_scheduler.py, checked there on random inputs)
+-------------------------------------------------------------------------
+* ``num_splits[b] <= 2 * (num_parts - 1)``: each part boundary splits at most one sequence,
+  and a sequence split k times has k + 1 partial pieces, so ``#slots <= 2 * #splits``.
+* Every part's cost ``sum(tiles + FIXED_COST)`` over its pieces is ``<= payload``, the last one
+  included: the last part's cost is at most ``cdiv(total, num_parts) = payload - FIXED_COST``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, List, Sequence, Tuple
+
+TILE = 64
+FIXED_COST = 5
+ROWS_PER_CTA = 64
+META_INTS = 8
+
+__all__ = [
+    "TILE",
+    "FIXED_COST",
+    "ROWS_PER_CTA",
+    "META_INTS",
+    "cdiv",
+    "num_row_groups",
+    "num_sm_parts",
+    "num_tiles",
+    "payload",
+    "schedule",
+    "pieces",
+    "all_pieces",
+]
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def num_row_groups(rows: int) -> int:
+    """CTAs per part needed for ``rows = s_q * h_q`` query rows (64 rows per CTA)."""
+    if rows < 1:
+        raise ValueError(f"rows must be >= 1, got {rows}")
+    return cdiv(rows, ROWS_PER_CTA)
+
+
+def num_sm_parts(num_sms: int, rows: int) -> int:
+    """Parts of the split-KV schedule: one wave of ``num_parts * num_row_groups`` CTAs."""
+    return max(1, num_sms // num_row_groups(rows))
+
+
+def num_tiles(seqlen: int) -> int:
+    """Tiles of a sequence; at least 1 so an empty sequence still gets its output written."""
+    return max(1, cdiv(max(0, int(seqlen)), TILE))
+
+
+def payload(seqlens: Sequence[int], num_parts: int) -> int:
+    """Target cost of one part, in tiles (FIXED_COST per piece included)."""
+    total = sum(num_tiles(s) for s in seqlens) + FIXED_COST * len(seqlens)
+    return cdiv(total, num_parts) + FIXED_COST
+
+
+def schedule(seqlens: Sequence[int], num_parts: int) -> Tuple[List[List[int]], List[int]]:
+    """Returns ``(meta, num_splits)``: ``num_parts`` rows of 8 ints, and ``b + 1`` ints.
+
+    Line-by-line the algorithm of ``metadata_kernel`` in ``csrc/sm90/metadata.cu``.
+    """
+    if num_parts < 1:
+        raise ValueError(f"num_parts must be >= 1, got {num_parts}")
+    b = len(seqlens)
+    n = [num_tiles(s) for s in seqlens]
+    pay = payload(seqlens, num_parts)
+
+    splits = [0] * (b + 1)  # splits[i + 1] = partial pieces of sequence i so far
+    meta: List[List[int]] = []
+    i = t = 0
+    for p in range(num_parts):
+        begin_b, begin_t = i, t
+        begin_split = 0 if t == 0 else splits[i + 1]
+        rem = pay
+        while i < b:
+            need = n[i] - t + FIXED_COST
+            if need <= rem or p == num_parts - 1:
+                # finish sequence i: piece [t, n[i]); partial iff the sequence was split before
+                if t > 0:
+                    splits[i + 1] += 1
+                rem -= need
+                i += 1
+                t = 0
+            else:
+                take = rem - FIXED_COST
+                if take > 0:
+                    # piece [t, t + take) of sequence i; always partial (take < n[i] - t)
+                    splits[i + 1] += 1
+                    t += take
+                break
+        meta.append([begin_b, begin_t, i, t, begin_split, 0, 0, 0])
+    for k in range(b):
+        splits[k + 1] += splits[k]
+    return meta, splits
+
+
+def pieces(meta_row: Sequence[int], n: Sequence[int], num_splits: Sequence[int]) -> Iterator[Tuple[int, int, int, int]]:
+    """The pieces of one part, in the order the decode kernel walks them.
+
+    Yields ``(batch, tile_begin, tile_end, slot)``; ``slot`` is -1 for a whole sequence (write
+    ``out``/``lse`` directly) and the ``o_accum``/``lse_accum`` slot for a partial piece.
+    ``n`` are the tile counts (``num_tiles`` of each length), ``num_splits`` the prefix sums.
+    Mirrors ``for_each_piece`` in ``csrc/sm90/decode_kernel.cuh``.
+    """
+    b = len(n)
+    b0, t0, b1, t1, split0 = (int(x) for x in meta_row[:5])
+    for i in range(max(b0, 0), min(b1, b - 1) + 1):
+        ta = t0 if i == b0 else 0
+        tb = min(t1 if i == b1 else n[i], n[i])
+        if ta >= tb:
+            continue
+        slot = -1
+        if num_splits[i + 1] - num_splits[i] > 0:
+            slot = num_splits[i] + (split0 if i == b0 else 0)
+        yield i, ta, tb, slot
+
+
+def all_pieces(meta: Sequence[Sequence[int]], n: Sequence[int], num_splits: Sequence[int]) -> List[List[Tuple[int, int, int, int]]]:
+    """``pieces`` of every part: a list (per part) of lists of pieces."""
+    return [list(pieces(row, n, num_splits)) for row in meta]
