@@ -127,7 +127,6 @@ def get_mla_metadata(
     pass it to every layer. ``num_q_tokens_per_head_k`` is ``s_q * h_q // h_k``.
     """
     _int32_vector("cache_seqlens", cache_seqlens)
-    _same_device(cache_seqlens.device)
     if isinstance(num_heads_k, bool) or not isinstance(num_heads_k, int):
         raise TypeError(f"num_heads_k must be an int, got {type(num_heads_k).__name__}")
     if num_heads_k != 1:
@@ -138,6 +137,7 @@ def get_mla_metadata(
         raise ValueError(f"num_q_tokens_per_head_k must be >= 1, got {num_q_tokens_per_head_k}")
     if cache_seqlens.shape[0] < 1:
         raise ValueError("cache_seqlens must hold at least one sequence")
+    _same_device(cache_seqlens.device)
     parts = num_sm_parts(num_q_tokens_per_head_k * num_heads_k, cache_seqlens.device)
     meta, num_splits = load_extension().get_metadata(cache_seqlens, parts)
     return meta, num_splits
