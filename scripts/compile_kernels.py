@@ -1,0 +1,82 @@
+"""Compile check without a GPU: every kernel source with nvcc for sm_90a (the flags of the real
+build), and the torch bindings with the host compiler when the installed torch ships its CUDA
+headers. Exits non-zero on the first error. Used by CI (.ci/run)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "etap_kernels"))
+import _build  # noqa: E402  (standalone: the package itself needs torch)
+
+
+def nvcc() -> str:
+    for cand in (os.environ.get("NVCC"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
+        if cand and Path(cand).exists():
+            return cand
+    sys.exit("nvcc not found: install the CUDA toolkit (nvcc 12.4+ for sm_90a)")
+
+
+def compile_one(src: Path, out_dir: Path) -> tuple[Path, int, str, float]:
+    t0 = time.time()
+    cmd = [nvcc(), *_build.nvcc_flags(), *(f"-I{d}" for d in _build.include_dirs()),
+           "-c", str(src), "-o", str(out_dir / (src.stem + ".o")), "-Xptxas", "-warn-spills"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    return src, proc.returncode, proc.stdout + proc.stderr, time.time() - t0
+
+
+def bindings_cmd(out_dir: Path):
+    try:
+        import torch.utils.cpp_extension as ext
+    except ImportError:
+        return None
+    includes = ext.include_paths()
+    if not any((Path(p) / "ATen" / "cuda" / "CUDAContext.h").exists() for p in includes):
+        return None
+    cuda_inc = next((p for p in (Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include",
+                                 Path(nvcc()).resolve().parent.parent / "include")
+                     if (p / "cuda_runtime_api.h").exists() and (p / "cusparse.h").exists()), None)
+    if cuda_inc is None:
+        return None
+    return ["g++", "-std=c++17", "-fsyntax-only", "-DTORCH_EXTENSION_NAME=etap_kernels_C",
+            *(f"-I{p}" for p in includes), f"-I{cuda_inc}", f"-I{sysconfig.get_paths()['include']}",
+            f"-I{_build.CSRC}", str(_build.CSRC / "bindings.cpp")]
+
+
+def main() -> int:
+    sources = _build.kernel_sources()
+    jobs = int(os.environ.get("MAX_JOBS", os.cpu_count() or 1))
+    failed = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        out_dir = Path(tmp)
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for src, rc, log, secs in pool.map(lambda s: compile_one(s, out_dir), sources):
+                status = "ok" if rc == 0 and "spill" not in log.lower() else "FAILED"
+                print(f"{status:6s} {src.relative_to(ROOT)} ({secs:.0f} s)", flush=True)
+                if status != "ok":
+                    failed += 1
+                    print(log)
+        cmd = bindings_cmd(out_dir)
+        if cmd is None:
+            print("skip   etap_kernels/csrc/bindings.cpp (needs torch's and the CUDA toolkit's headers)")
+        else:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            print(f"{'ok' if proc.returncode == 0 else 'FAILED':6s} etap_kernels/csrc/bindings.cpp (syntax)")
+            if proc.returncode != 0:
+                failed += 1
+                print(proc.stdout + proc.stderr)
+    print(f"compile_kernels: {len(sources) + 1 - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Invariants of the split-KV scheduler mirror (etap_kernels/scheduler.py).
+
+Balance bound (proof). Let P = num_parts, total = sum(n) + FIXED_COST * b, C = cdiv(total, P),
+payload = C + FIXED_COST, and the cost of a part = sum over its pieces of (tiles + FIXED_COST).
+A non-last part either runs out of sequences (then every later part, the last included, is
+empty) or stops at a sequence that does not fit:
+  * with take = rem - FIXED_COST > 0 it records a piece of cost take + FIXED_COST = rem, so its
+    cost is exactly payload, and it splits one sequence (one extra piece, + FIXED_COST overall);
+  * with take <= 0 it records nothing more; then rem <= FIXED_COST, so its cost >= C.
+(A part never stops with take <= 0 before recording a piece: at its start take = C > 0.)
+With k parts of the first kind, the real total cost is total + FIXED_COST * k, so the last part
+costs at most total + FIXED_COST * k - k * payload - (P - 1 - k) * C = total - (P - 1) * C <= C.
+So the last part's "take everything" rule never makes it exceed payload: every part costs
+<= payload, and the last one <= payload - FIXED_COST. Also each split adds at most 2 slots
+(the sequence's first split adds 2, every further one 1), so num_splits[b] <= 2 * (P - 1).
+Both bounds are asserted below on random inputs.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from etap_kernels import scheduler as S
+from etap_kernels.scheduler import FIXED_COST, cdiv, num_tiles, payload, pieces, schedule
+
+
+def _brief_schedule(seqlens, num_parts):
+    """Independent transcription of the algorithm that records pieces as it goes."""
+    n = [max(1, cdiv(max(0, s), 64)) for s in seqlens]
+    b = len(n)
+    total = sum(n) + 5 * b
+    pay = cdiv(total, num_parts) + 5
+    recorded = [[] for _ in range(num_parts)]
+    i = t = 0
+    for p in range(num_parts):
+        rem = pay
+        while i < b:
+            need = n[i] - t + 5
+            if need <= rem or p == num_parts - 1:
+                rem -= need
+                recorded[p].append((i, t, n[i]))
+                i += 1
+                t = 0
+            else:
+                take = rem - 5
+                if take > 0:
+                    recorded[p].append((i, t, t + take))
+                    t += take
+                break
+    return recorded
+
+
+def check_schedule(seqlens, num_parts):
+    """Asserts every invariant; returns (meta, num_splits, costs) for further checks."""
+    b = len(seqlens)
+    n = [num_tiles(s) for s in seqlens]
+    meta, ns = schedule(seqlens, num_parts)
+    pay = payload(seqlens, num_parts)
+    total = sum(n) + FIXED_COST * b
+
+    assert len(meta) == num_parts
+    assert all(len(row) == 8 and row[5:] == [0, 0, 0] for row in meta)
+    assert len(ns) == b + 1 and ns[0] == 0
+    assert all(ns[i] <= ns[i + 1] for i in range(b))
+
+    parts = [list(pieces(row, n, ns)) for row in meta]
+    # The meta encoding reproduces exactly the pieces the algorithm records.
+    assert [[pc[:3] for pc in part] for part in parts] == _brief_schedule(seqlens, num_parts)
+
+    # Consecutive parts chain: each begins where the previous ended.
+    assert meta[0][:2] == [0, 0]
+    for p in range(1, num_parts):
+        assert meta[p][:2] == meta[p - 1][2:4]
+    assert meta[-1][2:4] == [b, 0]
+    for row in meta:
+        assert row[4] == 0 or row[1] > 0  # begin_split only for a sequence begun before
+        assert 0 <= row[0] <= row[2] <= b
+
+    flat = [pc for part in parts for pc in part]
+    # Global order: (batch, tile) strictly increasing across parts; pieces non-empty.
+    assert all(tb < te for _, tb, te, _ in flat)
+    keys = [(i, tb) for i, tb, _, _ in flat]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+    by_batch = [[] for _ in range(b)]
+    for i, tb, te, slot in flat:
+        by_batch[i].append((tb, te, slot))
+    slots_seen = []
+    for i in range(b):
+        ps = by_batch[i]
+        assert ps, f"sequence {i} (len {seqlens[i]}) has no piece"
+        # Tiles [0, n) covered exactly once, in order.
+        assert ps[0][0] == 0 and ps[-1][1] == n[i]
+        assert all(ps[k][1] == ps[k + 1][0] for k in range(len(ps) - 1))
+        nslots = ns[i + 1] - ns[i]
+        if len(ps) == 1:
+            assert nslots == 0 and ps[0][2] == -1  # whole: not partial, no slot
+        else:
+            assert nslots == len(ps) >= 2  # all partial, one slot each
+            assert [s for _, _, s in ps] == list(range(ns[i], ns[i + 1]))
+        for tb, te, slot in ps:
+            partial = not (tb == 0 and te == n[i])
+            assert partial == (slot >= 0)
+            if slot >= 0:
+                slots_seen.append(slot)
+    assert len(set(slots_seen)) == len(slots_seen)
+    assert all(0 <= s < ns[b] for s in slots_seen)
+    assert sorted(slots_seen) == list(range(ns[b]))
+    assert ns[b] <= 2 * (num_parts - 1) <= 2 * num_parts
+
+    costs = [sum(te - tb + FIXED_COST for _, tb, te, _ in part) for part in parts]
+    assert sum(costs) == sum(n) + FIXED_COST * len(flat)
+    assert all(c <= pay for c in costs), (costs, pay)
+    assert costs[-1] <= cdiv(total, num_parts)  # the proven bound: no overload for the last part
+    return meta, ns, costs
+
+
+def _random_lengths(rng: random.Random):
+    b = rng.choice([1, 2, 3, 7, 16, 64, 128, rng.randint(1, 1024), rng.randint(1, 1024)])
+    kind = rng.randrange(7)
+    if kind == 0:
+        return [rng.randint(0, 300000) for _ in range(b)]
+    if kind == 1:
+        return [rng.randint(0, 200) for _ in range(b)]
+    if kind == 2:
+        return [rng.choice([0, 1, 63, 64, 65, 127, 128, 129]) for _ in range(b)]
+    if kind == 3:  # heavy tail
+        return [min(300000, int(rng.paretovariate(0.8) * 40) - 40) for _ in range(b)]
+    if kind == 4:  # one long sequence among short ones
+        lens = [rng.randint(0, 500) for _ in range(b)]
+        lens[rng.randrange(b)] = rng.randint(100000, 300000)
+        return lens
+    if kind == 5:  # mostly empty
+        return [0 if rng.random() < 0.9 else rng.randint(1, 300000) for _ in range(b)]
+    return [rng.choice([1024, 4096, 8192, 32768, 65536, 131072]) for _ in range(b)]  # uniform batches
+
+
+@pytest.mark.parametrize("chunk", range(24))
+def test_random_invariants(chunk):
+    rng = random.Random(1000 + chunk)
+    for _ in range(50):
+        lens = _random_lengths(rng)
+        num_parts = rng.choice([1, 2, 3, 8, 33, 66, 132, rng.randint(1, 132)])
+        check_schedule(lens, num_parts)
+
+
+@pytest.mark.parametrize("num_parts", [1, 2, 5, 66, 132])
+@pytest.mark.parametrize("lens", [[0], [1], [64], [65], [0] * 1024, [300000] * 1024, [300000], [1] * 7])
+def test_edge_sets(lens, num_parts):
+    check_schedule(lens, num_parts)
+
+
+def test_negative_lengths_count_as_empty():
+    assert schedule([-5, 0], 3) == schedule([0, 0], 3)
+    check_schedule([-5, 130, -1], 4)
+
+
+def test_single_sequence_spreads_over_all_parts():
+    # 1024 tiles, total 1029, payload cdiv(1029, 132) + 5 = 13: every part takes 8 tiles, so
+    # 128 parts do the work (cost 13 each) and the last 4 parts are empty.
+    lens = [65536]
+    meta, ns, costs = check_schedule(lens, 132)
+    assert ns == [0, 128]
+    assert costs == [13] * 128 + [0] * 4
+    assert meta[127] == [0, 1016, 1, 0, 127, 0, 0, 0]
+    assert meta[128:] == [[1, 0, 1, 0, 0, 0, 0, 0]] * 4
+
+
+def test_hand_single_empty():
+    meta, ns = schedule([0], 1)  # n=[1], total=6, payload=11
+    assert meta == [[0, 0, 1, 0, 0, 0, 0, 0]]
+    assert ns == [0, 0]
+    assert list(pieces(meta[0], [1], ns)) == [(0, 0, 1, -1)]
+
+
+def test_hand_one_sequence_two_parts():
+    # n=[10], total=15, payload=cdiv(15,2)+5=13: part 0 takes 13-5=8 tiles, part 1 the last 2.
+    meta, ns = schedule([640], 2)
+    assert meta == [[0, 0, 0, 8, 0, 0, 0, 0], [0, 8, 1, 0, 1, 0, 0, 0]]
+    assert ns == [0, 2]
+    assert list(pieces(meta[0], [10], ns)) == [(0, 0, 8, 0)]
+    assert list(pieces(meta[1], [10], ns)) == [(0, 8, 10, 1)]
+
+
+def test_hand_mixed_three_parts():
+    # n=[10,1,1,100], total=112+20=132, payload=44+5=49.
+    # part 0: 15+6+6 = 27 -> rem 22 -> takes 17 tiles of seq 3 (cost 49)
+    # part 1: need 88 > 49 -> takes 44 tiles [17, 61) (cost 49)
+    # part 2 (last): [61, 100), cost 44 <= cdiv(132, 3) = 44
+    lens = [640, 1, 0, 6400]
+    n = [10, 1, 1, 100]
+    meta, ns = schedule(lens, 3)
+    assert meta == [
+        [0, 0, 3, 17, 0, 0, 0, 0],
+        [3, 17, 3, 61, 1, 0, 0, 0],
+        [3, 61, 4, 0, 2, 0, 0, 0],
+    ]
+    assert ns == [0, 0, 0, 0, 3]
+    assert list(pieces(meta[0], n, ns)) == [(0, 0, 10, -1), (1, 0, 1, -1), (2, 0, 1, -1), (3, 0, 17, 0)]
+    assert list(pieces(meta[1], n, ns)) == [(3, 17, 61, 1)]
+    assert list(pieces(meta[2], n, ns)) == [(3, 61, 100, 2)]
+    check_schedule(lens, 3)
+
+
+def test_hand_no_room_left_no_split():
+    # n=[10,10], total=30, payload=20: part 0 finishes seq 0 (rem 5), take = 0 -> no piece.
+    meta, ns = schedule([640, 640], 2)
+    assert meta == [[0, 0, 1, 0, 0, 0, 0, 0], [1, 0, 2, 0, 0, 0, 0, 0]]
+    assert ns == [0, 0, 0]
+    # part 0 ends at (1, 0): sequence 1 is not touched by it.
+    assert list(pieces(meta[0], [10, 10], ns)) == [(0, 0, 10, -1)]
+    assert list(pieces(meta[1], [10, 10], ns)) == [(1, 0, 10, -1)]
+
+
+def test_hand_more_parts_than_work():
+    meta, ns = schedule([1], 4)  # total 6, payload 7: part 0 does it all, parts 1..3 are empty
+    assert meta == [[0, 0, 1, 0, 0, 0, 0, 0]] + [[1, 0, 1, 0, 0, 0, 0, 0]] * 3
+    assert ns == [0, 0]
+    assert [list(pieces(r, [1], ns)) for r in meta] == [[(0, 0, 1, -1)], [], [], []]
+
+
+def test_hand_split_sequence_in_the_middle_of_a_part():
+    # n=[2,20,2], total=24+15=39, 2 parts: payload=20+5=25.
+    # part 0: seq 0 (7) rem 18; seq 1 needs 25 > 18 -> take 13 tiles [0,13).
+    # part 1 (last): seq 1 [13,20) (cost 12), seq 2 (7): cost 19 <= cdiv(39,2) = 20.
+    lens = [100, 1280, 128]
+    meta, ns = schedule(lens, 2)
+    assert meta == [[0, 0, 1, 13, 0, 0, 0, 0], [1, 13, 3, 0, 1, 0, 0, 0]]
+    assert ns == [0, 0, 2, 2]
+    n = [2, 20, 2]
+    assert list(pieces(meta[0], n, ns)) == [(0, 0, 2, -1), (1, 0, 13, 0)]
+    assert list(pieces(meta[1], n, ns)) == [(1, 13, 20, 1), (2, 0, 2, -1)]
+
+
+def test_sm_parts_and_row_groups():
+    assert S.num_row_groups(1) == 1
+    assert S.num_row_groups(64) == 1
+    assert S.num_row_groups(65) == 2
+    assert S.num_row_groups(8 * 128) == 16
+    assert S.num_sm_parts(132, 16) == 132
+    assert S.num_sm_parts(132, 128) == 66
+    assert S.num_sm_parts(132, 8 * 128) == 8
+    assert S.num_sm_parts(132, 64 * 200) == 1
+    assert S.num_sm_parts(78, 2 * 128) == 19
+
+
+def test_row_groups_match_interface():
+    interface = pytest.importorskip("etap_kernels.interface")
+    for rows in range(1, 1025):
+        assert interface.row_grouping(rows)[0] == S.num_row_groups(rows)
+
+
+def test_rejects_bad_num_parts():
+    with pytest.raises(ValueError):
+        schedule([1], 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rows", [16, 64, 128, 2 * 128, 8 * 128])
+def test_cuda_metadata_matches_mirror(rows):
+    """get_mla_metadata on the GPU equals schedule() element for element."""
+    import torch
+
+    import etap_kernels
+
+    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    rng = random.Random(rows)
+    for _ in range(20):
+        lens = _random_lengths(rng)
+        seqlens = torch.tensor(lens, dtype=torch.int32, device="cuda")
+        meta, num_splits = etap_kernels.get_mla_metadata(seqlens, rows, 1)
+        num_parts = S.num_sm_parts(sms, rows)
+        exp_meta, exp_splits = schedule(lens, num_parts)
+        assert meta.dtype == torch.int32 and num_splits.dtype == torch.int32
+        assert meta.tolist() == exp_meta
+        assert num_splits.tolist() == exp_splits
