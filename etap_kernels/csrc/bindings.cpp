@@ -1,15 +1,54 @@
 // Torch bindings: turn validated tensors (etap_kernels/interface.py checks every argument and
 // raises clear Python errors) into DecodeParams and launch. The checks here are a last guard.
 #include <ATen/cuda/CUDAContext.h>
+#include <cuda.h>  // CUtensorMap (the driver entry point is fetched at run time: no -lcuda)
+#include <cudaTypedefs.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
+#include <cstdlib>
+
 #include "etap_params.h"
+
+static_assert(sizeof(CUtensorMap) == sizeof(etap::TmaDescriptor) &&
+              alignof(CUtensorMap) == alignof(etap::TmaDescriptor));
 
 namespace {
 
 void check_cuda(int err, const char* what) {
   TORCH_CHECK(err == 0, "ETAP ", what, " launch failed: ", cudaGetErrorString(cudaError_t(err)));
+}
+
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* ptr = nullptr;
+    cudaDriverEntryPointQueryResult status;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault, &status) !=
+            cudaSuccess ||
+        status != cudaDriverEntryPointSuccess)
+      ptr = nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
+  }();
+  return fn;
+}
+
+// 3-D map (column, slot, page) over one paged cache; false when the driver refuses it.
+bool encode_cache_map(etap::TmaDescriptor* desc, const at::Tensor& cache, int box_rows) {
+  auto encode = tensor_map_encoder();
+  if (encode == nullptr) return false;
+  const int64_t esize = cache.element_size();
+  cuuint64_t dims[3] = {cuuint64_t(cache.size(2)), cuuint64_t(cache.size(1)), cuuint64_t(cache.size(0))};
+  const int64_t row_stride = cache.size(1) > 1 ? cache.stride(1) : cache.size(2);
+  const int64_t page_stride = cache.size(0) > 1 ? cache.stride(0) : row_stride * cache.size(1);
+  cuuint64_t strides[2] = {cuuint64_t(row_stride * esize), cuuint64_t(page_stride * esize)};
+  cuuint32_t box[3] = {64, cuuint32_t(box_rows), 1};
+  cuuint32_t elem_strides[3] = {1, 1, 1};
+  const auto dtype = cache.scalar_type() == at::kHalf ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                                      : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  CUresult r = encode(reinterpret_cast<CUtensorMap*>(desc), dtype, 3, cache.data_ptr(), dims, strides, box,
+                      elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS;
 }
 
 std::vector<at::Tensor> get_metadata(const at::Tensor& seqlens, int64_t num_parts) {
@@ -68,6 +107,13 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
   p.page_shift = -1;
   for (int s = 0; s < 31; ++s)
     if ((1 << s) == p.page_size) p.page_shift = s;
+
+  // Whole tiles by bulk tensor copies when every tile covers whole pages or lies in one page.
+  const int ps = p.page_size;
+  p.tma_rows = ps < etap::kTileKV ? ps : etap::kTileKV;
+  p.use_tma = ps % 8 == 0 && (ps % etap::kTileKV == 0 || etap::kTileKV % ps == 0) &&
+              !std::getenv("ETAP_DISABLE_TMA") && encode_cache_map(&p.tma_nope, k_nope, p.tma_rows) &&
+              encode_cache_map(&p.tma_rope, k_rope, p.tma_rows);
 
   p.page_table = page_table.data_ptr<int>();
   p.page_indptr = page_indptr.has_value() ? page_indptr->data_ptr<int>() : nullptr;

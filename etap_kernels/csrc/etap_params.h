@@ -13,6 +13,11 @@ constexpr int kRowsPerCta = 64;      // query rows (heads x tokens) one CTA serv
 constexpr int kMetaInts = 8;         // ints per part in tile_scheduler_metadata
 constexpr int kFixedCostTiles = 5;   // scheduler's per-piece overhead, in tiles
 
+// Opaque CUtensorMap (128 bytes, 128-byte aligned as cuda.h declares it), encoded on the host by the bindings.
+struct alignas(128) TmaDescriptor {
+  unsigned char opaque[128];
+};
+
 struct DecodeParams {
   // Queries: q_nope [b, s_q, h_q, 512], q_rope [b, s_q, h_q, 64]; strides in elements.
   const void* q_nope;
@@ -28,6 +33,14 @@ struct DecodeParams {
   int num_pages;
   int page_size;
   int page_shift;            // log2(page_size) when a power of two, else -1
+
+  // Bulk tensor copies (TMA) for whole tiles: 3-D maps (column, slot in page, page) over the
+  // nope and rope caches with 64 x tma_rows boxes and 128-byte swizzle. Used when use_tma != 0;
+  // partial tiles and tiles with invalid page ids still go through cp.async with zero-fill.
+  TmaDescriptor tma_nope;
+  TmaDescriptor tma_rope;
+  int use_tma;
+  int tma_rows;              // min(page_size, 64); page_size is a multiple of 8 dividing 64 or divisible by 64
 
   // Page table: either a block table [b, table_stride] (page_indptr == nullptr)
   // or FlashInfer's kv_indices addressed through page_indptr [b + 1].

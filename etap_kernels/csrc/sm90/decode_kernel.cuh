@@ -172,6 +172,24 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
       named_barrier_sync(1, 128);
       mbar_wait(&ss.empty[stage], ((it / kStages) & 1) ^ 1);
       Tensor sKV = make_tensor(make_smem_ptr(ss.kv[stage]), typename C::LayoutKV{});
+      // A tile inside the sequence whose pages are all valid: bulk tensor copies, one thread.
+      bool whole = p.use_tma && (t + 1) * kTileKV <= len;
+      for (int seg = 0; whole && seg < kTileKV; seg += p.tma_rows) whole = rows[seg] >= 0;
+      if (whole) {
+        if (tid == 0) {
+          mbar_arrive_expect_tx(&ss.full[stage], kTileKV * kDimQK * sizeof(T));
+          for (int seg = 0; seg < kTileKV; seg += p.tma_rows) {
+            const int page = rows[seg], slot = slot_of(t * kTileKV + seg);
+#pragma unroll
+            for (int kc = 0; kc < kDimV / 64; ++kc)
+              tma_load_3d(&sKV(seg, kc * 64), &p.tma_nope, kc * 64, slot, page, &ss.full[stage]);
+            tma_load_3d(&sKV(seg, static_cast<int>(kDimV)), &p.tma_rope, 0, slot, page, &ss.full[stage]);
+          }
+        } else {
+          mbar_arrive(&ss.full[stage]);
+        }
+        continue;
+      }
 #pragma unroll 4
       for (int c = tid; c < kTileKV * kChunksPerRow; c += 128) {
         const int r = c / kChunksPerRow, chunk = c % kChunksPerRow;
