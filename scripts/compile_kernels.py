@@ -74,7 +74,8 @@ def main() -> int:
             if proc.returncode != 0:
                 failed += 1
                 print(proc.stdout + proc.stderr)
-    print(f"compile_kernels: {len(sources) + 1 - failed} passed, {failed} failed")
+    total = len(sources) + 1
+    print(f"compile check: {'all sources compiled' if not failed else f'{failed} of {total} sources FAILED'}")
     return 1 if failed else 0
 
 

@@ -20,9 +20,9 @@ For each backend spec (``name`` or ``name:page_size``; default ``etap,etap:64,fl
 
 Then it compares every backend with the baseline (``--baseline``, default flashinfer): identical
 greedy tokens, first divergence, max |logprob difference| on the common prefix; prints a table and
-writes JSON (``--out``, default ``$OUT/sglang_e2e.json`` when ``OUT`` is set). Results of earlier
-runs in the same file are kept (``--backends`` can be split over several calls; ``--report`` only
-re-prints). Exit status: 0 when every backend served and matched the baseline within
+writes JSON (``--out``, default ``$OUT/sglang_e2e.json`` when ``OUT`` is set, plus a cumulative
+copy in ``/tmp/etap_sglang_e2e_results.json``). Results of earlier runs are kept, so
+``--backends`` can be split over several calls on the same machine; ``--report`` only re-prints. Exit status: 0 when every backend served and matched the baseline within
 ``--logprob-tol`` on the tokens before the first divergence, 1 otherwise.
 """
 
@@ -332,7 +332,7 @@ def compare(entry, base, tol):
     for a, b in zip(entry["correctness"], base["correctness"]):
         n = min(len(a["tokens"]), len(b["tokens"]))
         div = next((i for i in range(n) if a["tokens"][i] != b["tokens"][i]), None)
-        upto = n if div is None else div + 1  # the diverging step's logprob is still comparable
+        upto = n if div is None else div  # past a divergence the contexts differ
         diffs = [abs(x - y) for x, y in zip(a["logprobs"][:upto], b["logprobs"][:upto]) if x is not None and y is not None]
         rows.append({"first_divergence": div, "max_abs_logprob_diff": max(diffs) if diffs else 0.0,
                      "first_token_logprob_diff": diffs[0] if diffs else 0.0})
@@ -418,7 +418,10 @@ def main(argv=None) -> int:
 
     out_dir = Path(os.environ["OUT"]) if os.environ.get("OUT") else Path.cwd()
     out = args.out or out_dir / "sglang_e2e.json"
-    results = json.loads(out.read_text()) if out.exists() else {}
+    # $OUT is emptied before every device call: keep the cumulative results beside it as well
+    state = Path(tempfile.gettempdir()) / "etap_sglang_e2e_results.json"
+    src = out if out.exists() else state
+    results = json.loads(src.read_text()) if src.exists() else {}
     if args.report:
         return 0 if report(results, args) else 1
 
@@ -441,10 +444,12 @@ def main(argv=None) -> int:
         entry = run_backend(spec, args, model_dir, log_dir)
         results["backends"][spec] = entry
         out.write_text(json.dumps(results, indent=1))
+        state.write_text(json.dumps(results, indent=1))
         print(f"    {'ERROR ' + entry['error'] if 'error' in entry else 'served in %.0fs' % entry['startup_s']}", flush=True)
     ok = report(results, args)
     out.write_text(json.dumps(results, indent=1))
-    print(f"\nresults: {out}")
+    state.write_text(json.dumps(results, indent=1))
+    print(f"\nresults: {out} (cumulative copy: {state})")
     return 0 if ok else 1
 
 

@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import zipfile
 from pathlib import Path
@@ -371,7 +372,7 @@ def stub_env(tmp_path, sglang_wheel):
 
 def _py(env, code, *args, timeout=120):
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, cwd=tempfile.gettempdir())
 
 
 def test_register_patches_sglang_modules(stub_env):
@@ -550,3 +551,217 @@ def test_table_widths_and_alignment_helpers():
     assert not paging.vector_aligned(odd) and paging.as_aligned(odd).is_contiguous()
     with pytest.raises(ValueError):
         paging.split_latent_cache(torch.zeros((64, 1, 512)), 64)
+
+
+# --------------------------------------------------------------------------- EtapAttnBackend logic (CPU)
+
+_BACKEND_STUBS = {
+    "sglang/__init__.py": "",
+    "sglang/srt/__init__.py": "",
+    "sglang/srt/layers/__init__.py": "",
+    "sglang/srt/layers/attention/__init__.py": "",
+    "sglang/srt/model_executor/__init__.py": "",
+    "sglang/srt/layers/dp_attention.py": "def get_attention_tp_size():\n    return 1\n",
+    "sglang/srt/model_executor/forward_batch_info.py": """
+        import enum
+        class ForwardMode(enum.IntEnum):
+            EXTEND = 1; DECODE = 2; MIXED = 3; IDLE = 4; TARGET_VERIFY = 5; DRAFT_EXTEND = 6
+            def is_decode_or_idle(self): return self in (ForwardMode.DECODE, ForwardMode.IDLE)
+            def is_target_verify(self): return self == ForwardMode.TARGET_VERIFY
+        class ForwardBatch: pass
+    """,
+    # stands in for SGLang's FlashInfer MLA backend: records what was delegated to it
+    "sglang/srt/layers/attention/flashinfer_mla_backend.py": """
+        class FlashInferMLAAttnBackend:
+            def __init__(self, model_runner, skip_prefill=False, kv_indptr_buf=None, q_indptr_decode_buf=None):
+                self.max_context_len = model_runner.model_config.context_len
+                self.page_size = model_runner.page_size
+                self.delegated = []
+            def init_forward_metadata(self, fb): self.delegated.append(("init", fb.forward_mode.name))
+            def forward_extend(self, q, k, v, layer, fb, save_kv_cache=True, q_rope=None, k_rope=None):
+                self.delegated.append(("extend", fb.forward_mode.name)); return "flashinfer"
+    """,
+    # ETAP kernels: the float64 reference behind the real API names and checks of the arguments
+    "etap_kernels/__init__.py": """
+        import importlib.util, os, torch
+        spec = importlib.util.spec_from_file_location("etap_ref", os.environ["ETAP_REFERENCE"])
+        ref = importlib.util.module_from_spec(spec); spec.loader.exec_module(ref)
+        calls = []
+        def get_mla_metadata(cache_seqlens, rows, h_k):
+            assert cache_seqlens.dtype == torch.int32 and h_k == 1
+            calls.append(("meta", rows))
+            return torch.full((4, 8), rows, dtype=torch.int32), torch.zeros(cache_seqlens.shape[0] + 1, dtype=torch.int32)
+        def mla_decode(q_nope, q_rope, ckv, kpe, cache_seqlens, meta, splits, *, block_table=None, kv_indptr=None,
+                       kv_indices=None, softmax_scale=None, causal=False, out=None, lse=None, validate_values=None):
+            assert validate_values is False and block_table is not None and out is not None
+            assert int(meta[0, 0]) == q_nope.shape[1] * q_nope.shape[2], "schedule for another s_q*h_q"
+            assert splits.shape[0] == q_nope.shape[0] + 1
+            for t in (q_nope, q_rope, ckv, kpe):
+                assert t.stride(-1) == 1 and all(s % 8 == 0 for s in t.stride()[:-1]), t.stride()
+            o, l = ref.mla_decode_reference(q_nope, q_rope, ckv, kpe, cache_seqlens, block_table=block_table,
+                                            softmax_scale=softmax_scale, causal=causal)
+            out.copy_(o.to(out.dtype)); calls.append(("decode", tuple(q_nope.shape), causal))
+            return out, l
+    """,
+}
+
+_BACKEND_SCRIPT = """
+import sys, types, torch
+import etap_kernels
+from etap_integration.sglang_etap import backend as B
+from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
+H, CTX, NUM_DRAFT = 4, 256, 3
+torch.cuda.get_device_properties = lambda dev: types.SimpleNamespace(multi_processor_count=8)
+
+def runner(page_size, kv_dtype=torch.bfloat16, topk=None):
+    per_req = -(-CTX // page_size)  # pages per request slot
+    n_pages = 8 * per_req + 2
+    g = torch.Generator().manual_seed(page_size)
+    perm = torch.randperm(8 * per_req, generator=g).view(8, -1)
+    r2t = (perm[:, :, None] * page_size + torch.arange(page_size)).reshape(8, -1).to(torch.int32)
+    buf = torch.randn((n_pages * page_size, 1, 576), generator=g).to(torch.bfloat16)
+    class Pool:
+        def get_key_buffer(self, layer_id): return buf
+        def set_mla_kv_buffer(self, layer, loc, k, k_rope):
+            buf[loc] = torch.cat([k, k_rope], -1).to(buf.dtype)
+        def set_kv_buffer(self, layer, loc, k, v): buf[loc] = k.to(buf.dtype)
+    cfg = types.SimpleNamespace(kv_lora_rank=512, qk_rope_head_dim=64, num_attention_heads=H, context_len=CTX)
+    sa = types.SimpleNamespace(speculative_num_draft_tokens=NUM_DRAFT, speculative_eagle_topk=topk,
+                               speculative_algorithm="EAGLE" if topk else None)
+    return types.SimpleNamespace(model_config=cfg, kv_cache_dtype=kv_dtype, server_args=sa, dtype=torch.bfloat16,
+                                 page_size=page_size, req_to_token_pool=types.SimpleNamespace(req_to_token=r2t, size=8),
+                                 pool=Pool(), buf=buf, device="cpu", use_mla_backend=True)
+
+layer = types.SimpleNamespace(tp_q_head_num=H, v_head_dim=512, head_dim=576, scaling=0.07, layer_id=0)
+
+def batch(mr, mode, seq, rpi, n_new):
+    seq_t, rpi_t = torch.tensor(seq), torch.tensor(rpi)
+    r2t = mr.req_to_token_pool.req_to_token
+    if mode == ForwardMode.DECODE:
+        loc = r2t[rpi_t, seq_t - 1].long()
+    else:
+        loc = torch.stack([r2t[rpi_t, seq_t + t] for t in range(n_new)], 1).reshape(-1).long()
+    return types.SimpleNamespace(forward_mode=mode, batch_size=len(seq), seq_lens=seq_t, seq_lens_cpu=seq_t.clone(),
+                                 req_pool_indices=rpi_t, out_cache_loc=loc, token_to_kv_pool=mr.pool)
+
+def reference(mr, seq, rpi, qn, qr, s_q):
+    keys = mr.buf[:, 0].double()
+    r2t = mr.req_to_token_pool.req_to_token
+    q = torch.cat([qn, qr], -1).double().view(len(seq), s_q, H, 576)
+    out = torch.zeros(len(seq), s_q, H, 512, dtype=torch.float64)
+    for i, (n0, r) in enumerate(zip(seq, rpi)):
+        n = n0 if s_q == 1 else n0 + s_q
+        k = keys[r2t[r, :n].long()]
+        for t in range(s_q):
+            vis = n - (s_q - 1 - t)
+            out[i, t] = torch.softmax(q[i, t] @ k[:vis].T * layer.scaling, -1) @ k[:vis, :512]
+    return out.view(-1, H * 512)
+
+def inputs(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g).to(torch.bfloat16)
+    qn = r(H, n, 512).transpose(0, 1)            # like DeepSeek's bmm output: strided [n, H, 512]
+    qr = r(n, H, 192)[..., 128:]                  # like its q split: stride 192, offset 128
+    return qn, qr, r(n, 1, 512), r(n, 1, 64)
+
+def close(a, b, what):
+    err = (a.double() - b).abs().max().item()
+    assert err < 2e-2, (what, err)
+
+SEQ, RPI = [1, 5, 64, 65, 200], [3, 0, 7, 2, 5]
+for ps in (1, 3, 16, 64):
+    mr = runner(ps)
+    be = B.EtapAttnBackend(mr)
+    fb = batch(mr, ForwardMode.DECODE, SEQ, RPI, 1)
+    be.init_forward_metadata(fb)
+    md = be.forward_metadata
+    assert md.block_table.dtype == torch.int32 and md.block_table.shape[1] >= -(-max(SEQ) // ps)
+    qn, qr, kn, kr = inputs(len(SEQ), ps)
+    out = be.forward_decode(qn, kn, None, layer, fb, q_rope=qr, k_rope=kr)
+    assert out.shape == (len(SEQ), H * 512)
+    close(out, reference(mr, SEQ, RPI, qn, qr, 1), f"decode ps={ps}")
+    out2 = be.forward_decode(torch.cat([qn, qr], -1).reshape(len(SEQ), -1), None, None, layer, fb)
+    assert torch.equal(out, out2), "576-wide q convention differs"
+    # target verify: s_q = draft tokens, causal, lengths + drafts
+    seq_v, rpi_v = [4, 61, 100], [1, 6, 4]
+    fbv = batch(mr, ForwardMode.TARGET_VERIFY, seq_v, rpi_v, NUM_DRAFT)
+    be.init_forward_metadata(fbv)
+    assert be.forward_metadata.s_q == NUM_DRAFT
+    assert be.forward_metadata.cache_seqlens.tolist() == [s + NUM_DRAFT for s in seq_v]
+    qn, qr, kn, kr = inputs(len(seq_v) * NUM_DRAFT, 10 + ps)
+    out = be.forward_extend(qn, kn, None, layer, fbv, q_rope=qr, k_rope=kr)
+    assert etap_kernels.calls[-1] == ("decode", (3, NUM_DRAFT, H, 512), True)
+    close(out, reference(mr, seq_v, rpi_v, qn, qr, NUM_DRAFT), f"verify ps={ps}")
+    # extend is delegated
+    fbe = batch(mr, ForwardMode.DECODE, SEQ, RPI, 1); fbe.forward_mode = ForwardMode.EXTEND
+    be.init_forward_metadata(fbe)
+    assert be.forward_extend(qn, None, None, layer, fbe) == "flashinfer"
+    assert be.delegated == [("init", "EXTEND"), ("extend", "EXTEND")]
+
+    # CUDA-graph protocol: static buffers, full-width table, replay rewrites them in place
+    be.init_cuda_graph_state(8, 8)
+    seq_buf, rpi_buf = torch.ones(8, dtype=torch.int32), torch.zeros(8, dtype=torch.int64)
+    be.init_forward_metadata_capture_cuda_graph(4, 4, rpi_buf[:4], seq_buf[:4], None, ForwardMode.DECODE, None)
+    cap = be.forward_metadata
+    assert cap.block_table.shape == (4, be.cuda_graph_block_table.shape[1])
+    assert cap.block_table.shape[1] * ps >= CTX + NUM_DRAFT
+    seq_r, rpi_r = [70, 3, 255, 129], [2, 4, 0, 6]
+    seq_buf[:4] = torch.tensor(seq_r); rpi_buf[:4] = torch.tensor(rpi_r)
+    be.init_forward_metadata_replay_cuda_graph(4, rpi_buf[:4], seq_buf[:4], sum(seq_r), None, ForwardMode.DECODE,
+                                               None, seq_lens_cpu=seq_buf[:4].clone())
+    rep = be.forward_metadata
+    for a, b in ((cap.block_table, rep.block_table), (cap.cache_seqlens, rep.cache_seqlens),
+                 (cap.tile_scheduler_metadata, rep.tile_scheduler_metadata), (cap.num_splits, rep.num_splits)):
+        assert a.data_ptr() == b.data_ptr() and a.shape == b.shape
+    assert rep.cache_seqlens.tolist() == seq_r
+    fbr = batch(mr, ForwardMode.DECODE, seq_r, rpi_r, 1)
+    qn, qr, kn, kr = inputs(4, 20 + ps)
+    out = be.forward_decode(qn, kn, None, layer, fbr, q_rope=qr, k_rope=kr)
+    close(out, reference(mr, seq_r, rpi_r, qn, qr, 1), f"graph replay ps={ps}")
+
+# draft steps attend to seq_len + step + 1 tokens
+mr = runner(16)
+ms = B.EtapMultiStepDraftBackend(mr, 1, 4)
+assert [b.decode_extra_tokens for b in ms.attn_backends] == [1, 2, 3]
+fb = batch(mr, ForwardMode.DECODE, [10, 20], [0, 1], 1)
+ms.init_forward_metadata(fb)
+assert [b.forward_metadata.cache_seqlens.tolist() for b in ms.attn_backends] == [[11, 21], [12, 22], [13, 23]]
+ms.init_cuda_graph_state(4, 4)
+assert len({b.cuda_graph_block_table.data_ptr() for b in ms.attn_backends}) == 1  # one shared table
+
+# refusals
+for bad, exc in ((dict(kv_dtype=torch.float8_e4m3fn), NotImplementedError), (dict(topk=2), ValueError)):
+    try:
+        B.EtapAttnBackend(runner(16, **bad)); raise SystemExit(f"accepted {bad}")
+    except exc:
+        pass
+try:
+    B.create_etap_backend(types.SimpleNamespace(use_mla_backend=False)); raise SystemExit("non-MLA accepted")
+except ValueError:
+    pass
+print("OK")
+"""
+
+
+def test_backend_logic_against_reference_on_cpu(tmp_path):
+    """EtapAttnBackend with SGLang's base class and the ETAP kernels replaced by stand-ins (the
+    kernel by ETAP's float64 reference): decode and target verify for page sizes 1/3/16/64 equal
+    attention over the tokens gathered through req_to_token; extend is delegated; the CUDA-graph
+    metadata lives in fixed buffers (full-width table) that replay rewrites in place; draft steps
+    add step + 1 tokens; FP8 KV, topk > 1 and non-MLA models are refused."""
+    pytest.importorskip("torch")
+    stubs = tmp_path / "stubs"
+    for rel, body in _BACKEND_STUBS.items():
+        path = stubs / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(body))
+    shim = tmp_path / "shim"
+    (shim / "etap_integration").mkdir(parents=True)
+    (shim / "etap_integration" / "__init__.py").write_text("")
+    os.symlink(REPO / "integration" / "sglang_etap", shim / "etap_integration" / "sglang_etap")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(shim), str(stubs)]),
+               ETAP_REFERENCE=str(REPO / "etap_kernels" / "reference.py"))
+    proc = subprocess.run([sys.executable, "-c", _BACKEND_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)  # not the repo root: its etap_kernels would win
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
