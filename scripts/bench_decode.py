@@ -1,0 +1,272 @@
+"""Side-by-side MLA decode benchmark: ETAP vs FlashMLA vs FlashInfer (fa2/fa3), one process, the
+same inputs, the device-to-device copy bandwidth measured in the same run.
+
+    python scripts/bench_decode.py --grid quick          # a few rows
+    python scripts/bench_decode.py --grid full           # the issue's grid (minutes)
+    python scripts/bench_decode.py --grid paper          # batch 16, h_q 16, the paper's lengths
+
+Times are medians over CUDA-graph replays timed with CUDA events (no host overhead), each replay
+cycling over several page tables into a KV pool larger than the L2 so the cache is not measured.
+GB/s counts the KV bytes read once (b x len x 576 x 2 B) plus q and out; TFLOP/s counts
+2 x rows x len x (576 + 512). Results: results/bench_<device>_<date>.json/.csv and a PNG plot.
+Peers that are not importable are skipped and listed as such (see scripts/baselines.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import itertools
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+import etap_kernels  # noqa: E402
+from baselines import load_flashmla  # noqa: E402
+
+L2_BYTES = 50 * 2**20
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy of 2 GiB, read + write bytes / median time (GB/s)."""
+    n = 2**30
+    a = torch.empty(n, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    return 2 * n / median_time(lambda: b.copy_(a), reps=10) / 1e9
+
+
+def median_time(fn, reps=10, inner=1) -> float:
+    """Seconds per call: median over `reps` timings of `inner` back-to-back calls."""
+    fn()
+    torch.cuda.synchronize()
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(reps):
+        start.record()
+        for _ in range(inner):
+            fn()
+        stop.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(stop) / 1e3 / inner)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def graph_time(calls, reps=7) -> float:
+    """Captures `calls` (a list of closures) in one CUDA graph; seconds per call."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for c in calls:  # warm-up outside the capture
+            c()
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for c in calls:
+            c()
+    return median_time(g.replay, reps=reps) / len(calls)
+
+
+class Case:
+    def __init__(self, b, s_q, h_q, ctx, page_size, dtype=torch.bfloat16, mixed=False, seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        self.b, self.s_q, self.h_q, self.page_size, self.dtype = b, s_q, h_q, page_size, dtype
+        if mixed:  # uniform in [1, 2 * ctx): same mean, mixed lengths in one batch
+            lens = torch.randint(1, 2 * ctx, (b,), generator=gen)
+        else:
+            lens = torch.full((b,), ctx)
+        self.lens_list = lens.tolist()
+        self.seqlens = lens.to(torch.int32).cuda()
+        pages = [-(-n // page_size) for n in self.lens_list]
+        self.max_pages = max(pages)
+        need = sum(pages)
+        bytes_per_page = page_size * 576 * 2
+        self.rotations = max(1, min(8, -(-4 * L2_BYTES // (need * bytes_per_page))))
+        pool_pages = need * self.rotations + 1
+        self.k_cache = torch.randn(pool_pages, page_size, 1, 576, dtype=dtype, device="cuda")
+        perm = torch.randperm(pool_pages - 1, generator=gen) + 1
+        self.block_tables, self.indices = [], []
+        for r in range(self.rotations):
+            chunk = perm[r * need:(r + 1) * need]
+            bt = torch.zeros(b, self.max_pages, dtype=torch.int32)
+            k = 0
+            for i, n in enumerate(pages):
+                bt[i, :n] = chunk[k:k + n]
+                k += n
+            self.block_tables.append(bt.cuda())
+            self.indices.append(chunk.to(torch.int32).cuda())
+        self.indptr = torch.tensor([0] + list(itertools.accumulate(pages)), dtype=torch.int32, device="cuda")
+        self.q = torch.randn(b, s_q, h_q, 576, dtype=dtype, device="cuda")
+        self.kv_bytes = sum(self.lens_list) * 576 * 2
+        self.io_bytes = self.kv_bytes + 2 * b * s_q * h_q * (576 + 512)
+        self.flops = 2 * s_q * h_q * sum(self.lens_list) * (576 + 512)
+
+
+def etap_calls(case: Case):
+    meta, splits = etap_kernels.get_mla_metadata(case.seqlens, case.s_q * case.h_q, 1)
+    ckv, kpe = case.k_cache[:, :, 0, :512], case.k_cache[:, :, 0, 512:]
+    qn, qr = case.q[..., :512], case.q[..., 512:]
+    out = torch.empty(case.b, case.s_q, case.h_q, 512, dtype=case.dtype, device="cuda")
+    lse = torch.empty(case.b, case.h_q, case.s_q, dtype=torch.float32, device="cuda")
+    return [
+        (lambda bt=bt: etap_kernels.mla_decode(qn, qr, ckv, kpe, case.seqlens, meta, splits, block_table=bt,
+                                               causal=case.s_q > 1, out=out, lse=lse, validate_values=False))
+        for bt in case.block_tables
+    ]
+
+
+def flashmla_calls(case: Case, flashmla):
+    if flashmla is None or case.page_size != 64:
+        return None
+    meta = flashmla.metadata(case.seqlens, case.s_q, case.h_q)
+    return [(lambda bt=bt: flashmla(case.q, case.k_cache, bt, case.seqlens, causal=case.s_q > 1, meta=meta))
+            for bt in case.block_tables]
+
+
+def flashinfer_calls(case: Case, backend: str):
+    try:
+        from flashinfer.mla import BatchMLAPagedAttentionWrapper
+    except Exception:  # noqa: BLE001 - not installed or not importable here
+        return None
+    ws = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
+    qo_indptr = torch.arange(0, (case.b + 1) * case.s_q, case.s_q, dtype=torch.int32, device="cuda")
+    q_nope = case.q[..., :512].reshape(case.b * case.s_q, case.h_q, 512)
+    q_pe = case.q[..., 512:].reshape(case.b * case.s_q, case.h_q, 64)
+    ckv, kpe = case.k_cache[:, :, 0, :512], case.k_cache[:, :, 0, 512:]
+    calls = []
+    for idx in case.indices:
+        w = BatchMLAPagedAttentionWrapper(ws, backend=backend)
+        w.plan(qo_indptr, case.indptr, idx, case.seqlens, case.h_q, 512, 64, case.page_size, case.s_q > 1,
+               576 ** -0.5, case.dtype, case.dtype)
+        calls.append(lambda w=w: w.run(q_nope, q_pe, ckv, kpe))
+    return calls
+
+
+def grid(name: str):
+    if name == "paper":
+        return [dict(b=16, s_q=1, h_q=16, ctx=c, page_size=64) for c in (4096, 8192, 16384, 32768, 65536)]
+    if name == "quick":
+        rows = [dict(b=b, s_q=1, h_q=16, ctx=c, page_size=64) for b, c in ((16, 65536), (16, 8192), (64, 4096), (1, 65536))]
+        rows += [dict(b=16, s_q=1, h_q=h, ctx=65536, page_size=64) for h in (32, 64, 128)]
+        rows += [dict(b=16, s_q=2, h_q=16, ctx=65536, page_size=64), dict(b=16, s_q=1, h_q=16, ctx=65536, page_size=1),
+                 dict(b=64, s_q=1, h_q=16, ctx=4096, page_size=64, mixed=True)]
+        return rows
+    rows = []
+    for b, c, h, s_q in itertools.product((1, 16, 64, 128), (1024, 4096, 8192, 16384, 32768, 65536, 131072),
+                                          (16, 32, 64, 128), (1, 2)):
+        if c == 131072 and b > 16:
+            continue
+        rows.append(dict(b=b, s_q=s_q, h_q=h, ctx=c, page_size=64))
+    rows += [dict(b=b, s_q=1, h_q=16, ctx=c, page_size=1) for b, c in ((16, 65536), (16, 8192), (64, 4096))]
+    rows += [dict(b=b, s_q=1, h_q=16, ctx=c, page_size=64, mixed=True) for b, c in ((16, 8192), (64, 4096))]
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--grid", default="quick", choices=("quick", "paper", "full"))
+    ap.add_argument("--out", default=str(ROOT / "results"))
+    ap.add_argument("--peers", default="flashmla,fa2,fa3")
+    args = ap.parse_args()
+    peers = args.peers.split(",") if args.peers else []
+    flashmla = load_flashmla() if "flashmla" in peers else None
+    device = torch.cuda.get_device_name()
+    copy_gbs = copy_bandwidth()
+    print(f"{device}: copy {copy_gbs:.0f} GB/s", flush=True)
+    results, skipped = [], set()
+    header = f"{'b':>4} {'s_q':>3} {'h':>4} {'ctx':>7} {'page':>4} {'mix':>3} | {'impl':8} {'us':>9} {'GB/s':>6} {'%copy':>6} {'TF/s':>6} {'etap x':>7}"
+    print(header, flush=True)
+    for row in grid(args.grid):
+        case = Case(**row)
+        impls = {"etap": etap_calls(case)}
+        if "flashmla" in peers:
+            impls["flashmla"] = flashmla_calls(case, flashmla)
+        for backend in ("fa2", "fa3"):
+            if backend in peers:
+                try:
+                    impls[f"fi_{backend}"] = flashinfer_calls(case, backend)
+                except Exception as exc:  # noqa: BLE001 - a peer refusing a shape is a result, not a crash
+                    skipped.add(f"fi_{backend}: {type(exc).__name__}: {str(exc)[:120]}")
+                    impls[f"fi_{backend}"] = None
+        times = {}
+        for name, calls in impls.items():
+            if calls is None:
+                continue
+            try:
+                times[name] = graph_time(calls)
+            except Exception as exc:  # noqa: BLE001 - fall back to back-to-back eager launches
+                skipped.add(f"{name}: timed eagerly, graph capture failed: {type(exc).__name__}: {str(exc)[:100]}")
+                torch.cuda.synchronize()
+                try:
+                    times[name] = median_time(lambda: [c() for c in calls], reps=7, inner=3) / len(calls)
+                except Exception as exc2:  # noqa: BLE001
+                    skipped.add(f"{name}: {type(exc2).__name__}: {str(exc2)[:120]}")
+        for name, t in times.items():
+            gbs = case.io_bytes / t / 1e9
+            rec = dict(row, mixed=row.get("mixed", False), impl=name, us=t * 1e6, gbs=gbs,
+                       pct_copy=100 * gbs / copy_gbs, tflops=case.flops / t / 1e12,
+                       etap_speedup=times[name] / times["etap"] if "etap" in times else None)
+            results.append(rec)
+            print(f"{row['b']:>4} {row['s_q']:>3} {row['h_q']:>4} {row['ctx']:>7} {row['page_size']:>4} "
+                  f"{'y' if rec['mixed'] else '':>3} | {name:8} {rec['us']:9.1f} {gbs:6.0f} {rec['pct_copy']:6.1f} "
+                  f"{rec['tflops']:6.1f} {rec['etap_speedup'] or 0:7.2f}", flush=True)
+        del case, impls
+        torch.cuda.empty_cache()
+    meta = dict(device=device, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                command="python " + " ".join(sys.argv), copy_gbs=copy_gbs, torch=torch.__version__,
+                cuda=torch.version.cuda, python=platform.python_version(), grid=args.grid,
+                skipped=sorted(skipped), method="CUDA-graph replays, CUDA events, median of 7; rotating page tables")
+    if not results:
+        sys.exit("no results")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tag = f"{device.replace(' ', '_')}_{args.grid}_{meta['date'][:10]}"
+    (out_dir / f"bench_{tag}.json").write_text(json.dumps(dict(meta=meta, rows=results), indent=1))
+    with open(out_dir / f"bench_{tag}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(results[0].keys()))
+        w.writeheader()
+        w.writerows(results)
+    plot(results, out_dir / f"bench_{tag}.png", device, copy_gbs)
+    if skipped:
+        print("skipped:", *sorted(skipped), sep="\n  ")
+    print(f"wrote {out_dir}/bench_{tag}.{{json,csv,png}}")
+
+
+def plot(results, path, device, copy_gbs):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    rows = [r for r in results if r["page_size"] == 64 and not r["mixed"] and r["s_q"] == 1 and r["b"] == 16]
+    heads = sorted({r["h_q"] for r in rows})
+    if not heads:
+        return
+    fig, axes = plt.subplots(1, len(heads), figsize=(4.5 * len(heads), 3.6), squeeze=False)
+    for ax, h in zip(axes[0], heads):
+        for impl in sorted({r["impl"] for r in rows}):
+            pts = sorted((r["ctx"], r["gbs"]) for r in rows if r["h_q"] == h and r["impl"] == impl)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=impl)
+        ax.axhline(copy_gbs, color="gray", ls="--", lw=0.8, label="copy")
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"b=16, h_q={h}, bf16, page 64")
+        ax.set_xlabel("context length")
+        ax.set_ylabel("GB/s")
+        ax.legend(fontsize=7)
+    fig.suptitle(device)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
