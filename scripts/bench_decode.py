@@ -174,7 +174,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", default="quick", choices=("quick", "paper", "full"))
     ap.add_argument("--out", default=str(ROOT / "results"))
-    ap.add_argument("--peers", default="flashmla,fa2,fa3")
+    ap.add_argument("--peers", default="flashmla,fa2,fa3,fi_etap",
+                    help="comma list of flashmla, fa2, fa3, fi_etap (ETAP via the patched FlashInfer wrapper)")
     args = ap.parse_args()
     peers = args.peers.split(",") if args.peers else []
     flashmla = load_flashmla() if "flashmla" in peers else None
@@ -189,8 +190,8 @@ def main():
         impls = {"etap": etap_calls(case)}
         if "flashmla" in peers:
             impls["flashmla"] = flashmla_calls(case, flashmla)
-        for backend in ("fa2", "fa3"):
-            if backend in peers:
+        for backend in ("fa2", "fa3", "etap"):  # "etap" = ETAP through FlashInfer's wrapper (patched)
+            if backend in peers or f"fi_{backend}" in peers:
                 try:
                     impls[f"fi_{backend}"] = flashinfer_calls(case, backend)
                 except Exception as exc:  # noqa: BLE001 - a peer refusing a shape is a result, not a crash
