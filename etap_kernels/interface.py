@@ -261,7 +261,7 @@ def mla_decode(
     if validate_values is None:
         validate_values = VALIDATE_VALUES
     if validate_values and not _capturing():
-        _check_values(cache_seqlens, page_size, block_table, kv_indptr, kv_indices)
+        _check_values(cache_seqlens, page_size, num_pages, block_table, kv_indptr, kv_indices)
 
     if out is None:
         out = torch.empty((b, s_q, h_q, HEAD_DIM_V), dtype=dtype, device=device)
@@ -281,8 +281,8 @@ def mla_decode(
     return out, lse
 
 
-def _check_values(cache_seqlens, page_size, block_table, kv_indptr, kv_indices) -> None:
-    """Lengths vs page-table capacity (one host synchronisation)."""
+def _check_values(cache_seqlens, page_size, num_pages, block_table, kv_indptr, kv_indices) -> None:
+    """Lengths vs page-table capacity and the page ids in use (one host synchronisation)."""
     lens = cache_seqlens.to(torch.int64)
     if block_table is not None:
         cap = torch.full_like(lens, block_table.shape[1] * page_size)
@@ -299,6 +299,13 @@ def _check_values(cache_seqlens, page_size, block_table, kv_indptr, kv_indices) 
             f"cache_seqlens[{i}] = {int(lens[i])} is negative or exceeds the page table's capacity "
             f"of {int(cap[i])} tokens"
         )
+    if block_table is not None:
+        used = torch.arange(block_table.shape[1], device=lens.device)[None, :] < (-(-lens // page_size))[:, None]
+        ids, name = block_table[used], "block_table"
+    else:
+        ids, name = kv_indices[int(indptr[0]):int(indptr[-1])], "kv_indices"
+    if ids.numel() and bool(((ids < 0) | (ids >= num_pages)).any()):
+        raise ValueError(f"{name} holds page ids outside [0, {num_pages}) for pages in use")
 
 
 def flash_mla_with_kvcache(

@@ -205,8 +205,11 @@ def test_value_checks_and_device_errors():
         etap_kernels.flash_mla_with_kvcache(q, k_cache, table, lens, 512, meta, splits)
     with pytest.raises(ValueError, match="block_table"):
         etap_kernels.flash_mla_with_kvcache(q, k_cache, table.cpu(), lens, 512, meta, splits)
-    # Out-of-range page ids and lengths past the table never touch memory outside the cache:
     bad_table = torch.tensor([[0, 1, 1 << 30, -5], [7, 6, 5, 4]], dtype=torch.int32, device="cuda")
+    ok_lens = torch.tensor([40, 64], dtype=torch.int32, device="cuda")
+    with pytest.raises(ValueError, match="block_table holds page ids"):
+        etap_kernels.flash_mla_with_kvcache(q, k_cache, bad_table, ok_lens, 512, meta, splits)
+    # Out-of-range page ids and lengths past the table never touch memory outside the cache:
     out, lse = etap_kernels.mla_decode(q[..., :512], q[..., 512:], k_cache[:, :, 0, :512], k_cache[:, :, 0, 512:],
                                        lens, meta, splits, block_table=bad_table, validate_values=False)
     torch.cuda.synchronize()
