@@ -32,7 +32,9 @@ tile_scheduler_metadata: int32 [num_parts, 8], one row per part
     [2] end_b        sequence at which the part stops (exclusive unless end_t > 0); may be b
     [3] end_t        tile of end_b at which the part stops (exclusive)
     [4] begin_split  how many pieces begin_b already has in earlier parts (0 when begin_t == 0)
-    [5..7]           0 (reserved)
+    [5]              the p-th sequence that is split (has partial pieces), or -1: the combine
+                     kernel's work list
+    [6..7]           0 (reserved)
 
 Part p covers, for every ``i`` in ``begin_b .. end_b`` with ``i < b``, the tiles
 ``[begin_t if i == begin_b else 0, end_t if i == end_b else n[i])``; empty ranges are skipped
@@ -142,7 +144,10 @@ def schedule(seqlens: Sequence[int], num_parts: int) -> Tuple[List[List[int]], L
                     splits[i + 1] += 1
                     t += take
                 break
-        meta.append([begin_b, begin_t, i, t, begin_split, 0, 0, 0])
+        meta.append([begin_b, begin_t, i, t, begin_split, -1, 0, 0])
+    split_seqs = [k for k in range(b) if splits[k + 1] > 0]
+    for p, k in enumerate(split_seqs):  # at most num_parts - 1 (each has >= 2 of <= 2(P-1) pieces)
+        meta[p][5] = k
     for k in range(b):
         splits[k + 1] += splits[k]
     return meta, splits

@@ -61,7 +61,9 @@ def check_schedule(seqlens, num_parts):
     total = sum(n) + FIXED_COST * b
 
     assert len(meta) == num_parts
-    assert all(len(row) == 8 and row[5:] == [0, 0, 0] for row in meta)
+    assert all(len(row) == 8 and row[6:] == [0, 0] for row in meta)
+    split_seqs = [i for i in range(len(ns) - 1) if ns[i + 1] > ns[i]]
+    assert [row[5] for row in meta] == split_seqs + [-1] * (len(meta) - len(split_seqs))
     assert len(ns) == b + 1 and ns[0] == 0
     assert all(ns[i] <= ns[i + 1] for i in range(b))
 
@@ -164,13 +166,14 @@ def test_single_sequence_spreads_over_all_parts():
     meta, ns, costs = check_schedule(lens, 132)
     assert ns == [0, 128]
     assert costs == [13] * 128 + [0] * 4
-    assert meta[127] == [0, 1016, 1, 0, 127, 0, 0, 0]
-    assert meta[128:] == [[1, 0, 1, 0, 0, 0, 0, 0]] * 4
+    assert meta[0][5] == 0
+    assert meta[127] == [0, 1016, 1, 0, 127, -1, 0, 0]
+    assert meta[128:] == [[1, 0, 1, 0, 0, -1, 0, 0]] * 4
 
 
 def test_hand_single_empty():
     meta, ns = schedule([0], 1)  # n=[1], total=6, payload=11
-    assert meta == [[0, 0, 1, 0, 0, 0, 0, 0]]
+    assert meta == [[0, 0, 1, 0, 0, -1, 0, 0]]
     assert ns == [0, 0]
     assert list(pieces(meta[0], [1], ns)) == [(0, 0, 1, -1)]
 
@@ -178,7 +181,7 @@ def test_hand_single_empty():
 def test_hand_one_sequence_two_parts():
     # n=[10], total=15, payload=cdiv(15,2)+5=13: part 0 takes 13-5=8 tiles, part 1 the last 2.
     meta, ns = schedule([640], 2)
-    assert meta == [[0, 0, 0, 8, 0, 0, 0, 0], [0, 8, 1, 0, 1, 0, 0, 0]]
+    assert meta == [[0, 0, 0, 8, 0, 0, 0, 0], [0, 8, 1, 0, 1, -1, 0, 0]]
     assert ns == [0, 2]
     assert list(pieces(meta[0], [10], ns)) == [(0, 0, 8, 0)]
     assert list(pieces(meta[1], [10], ns)) == [(0, 8, 10, 1)]
@@ -193,9 +196,9 @@ def test_hand_mixed_three_parts():
     n = [10, 1, 1, 100]
     meta, ns = schedule(lens, 3)
     assert meta == [
-        [0, 0, 3, 17, 0, 0, 0, 0],
-        [3, 17, 3, 61, 1, 0, 0, 0],
-        [3, 61, 4, 0, 2, 0, 0, 0],
+        [0, 0, 3, 17, 0, 3, 0, 0],
+        [3, 17, 3, 61, 1, -1, 0, 0],
+        [3, 61, 4, 0, 2, -1, 0, 0],
     ]
     assert ns == [0, 0, 0, 0, 3]
     assert list(pieces(meta[0], n, ns)) == [(0, 0, 10, -1), (1, 0, 1, -1), (2, 0, 1, -1), (3, 0, 17, 0)]
@@ -207,7 +210,7 @@ def test_hand_mixed_three_parts():
 def test_hand_no_room_left_no_split():
     # n=[10,10], total=30, payload=20: part 0 finishes seq 0 (rem 5), take = 0 -> no piece.
     meta, ns = schedule([640, 640], 2)
-    assert meta == [[0, 0, 1, 0, 0, 0, 0, 0], [1, 0, 2, 0, 0, 0, 0, 0]]
+    assert meta == [[0, 0, 1, 0, 0, -1, 0, 0], [1, 0, 2, 0, 0, -1, 0, 0]]
     assert ns == [0, 0, 0]
     # part 0 ends at (1, 0): sequence 1 is not touched by it.
     assert list(pieces(meta[0], [10, 10], ns)) == [(0, 0, 10, -1)]
@@ -216,7 +219,7 @@ def test_hand_no_room_left_no_split():
 
 def test_hand_more_parts_than_work():
     meta, ns = schedule([1], 4)  # total 6, payload 7: part 0 does it all, parts 1..3 are empty
-    assert meta == [[0, 0, 1, 0, 0, 0, 0, 0]] + [[1, 0, 1, 0, 0, 0, 0, 0]] * 3
+    assert meta == [[0, 0, 1, 0, 0, -1, 0, 0]] + [[1, 0, 1, 0, 0, -1, 0, 0]] * 3
     assert ns == [0, 0]
     assert [list(pieces(r, [1], ns)) for r in meta] == [[(0, 0, 1, -1)], [], [], []]
 
@@ -227,7 +230,7 @@ def test_hand_split_sequence_in_the_middle_of_a_part():
     # part 1 (last): seq 1 [13,20) (cost 12), seq 2 (7): cost 19 <= cdiv(39,2) = 20.
     lens = [100, 1280, 128]
     meta, ns = schedule(lens, 2)
-    assert meta == [[0, 0, 1, 13, 0, 0, 0, 0], [1, 13, 3, 0, 1, 0, 0, 0]]
+    assert meta == [[0, 0, 1, 13, 0, 1, 0, 0], [1, 13, 3, 0, 1, -1, 0, 0]]
     assert ns == [0, 0, 2, 2]
     n = [2, 20, 2]
     assert list(pieces(meta[0], n, ns)) == [(0, 0, 2, -1), (1, 0, 13, 0)]

@@ -143,26 +143,31 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
       return (id >= 0 && id < p.num_pages) ? id : -1;
     };
 
-    // Q rows of this group, both warpgroups' halves; rows past the end are zero-filled.
-    mbar_wait(&ss.q_empty, (piece_idx & 1) ^ 1);
-    for (int c = tid; c < 2 * N * kChunksPerRow; c += 128) {
-      const int row = c / kChunksPerRow, chunk = c % kChunksPerRow;
-      const int wg = row / N, r = row % N;
-      const int local = wg * N + r;
-      const int grow = group * p.rows_per_group + local;
-      const bool valid = local < p.rows_per_group && grow < p.rows;
-      const int tok = valid ? grow / p.h_q : 0, head = valid ? grow % p.h_q : 0;
-      const T* src = chunk < kNopeChunks
-          ? q_nope + pc.batch * p.q_nope_stride[0] + tok * p.q_nope_stride[1] +
-                head * p.q_nope_stride[2] + chunk * 8
-          : q_rope + pc.batch * p.q_rope_stride[0] + tok * p.q_rope_stride[1] +
-                head * p.q_rope_stride[2] + (chunk - kNopeChunks) * 8;
-      Tensor sQ = make_tensor(make_smem_ptr(ss.q[wg]), typename C::LayoutQ{});
-      cp_async_16(&sQ(r, chunk * 8), valid ? src : q_nope, valid);
-    }
-    cp_async_arrive_noinc(&ss.q_full);
+    // Q rows of this group, both warpgroups' halves; rows past the end are zero-filled. Later
+    // pieces load Q after issuing their first tiles, so those overlap the previous epilogue.
+    auto load_q = [&]() {
+      mbar_wait(&ss.q_empty, (piece_idx & 1) ^ 1);
+      for (int c = tid; c < 2 * N * kChunksPerRow; c += 128) {
+        const int row = c / kChunksPerRow, chunk = c % kChunksPerRow;
+        const int wg = row / N, r = row % N;
+        const int local = wg * N + r;
+        const int grow = group * p.rows_per_group + local;
+        const bool valid = local < p.rows_per_group && grow < p.rows;
+        const int tok = valid ? grow / p.h_q : 0, head = valid ? grow % p.h_q : 0;
+        const T* src = chunk < kNopeChunks
+            ? q_nope + pc.batch * p.q_nope_stride[0] + tok * p.q_nope_stride[1] +
+                  head * p.q_nope_stride[2] + chunk * 8
+            : q_rope + pc.batch * p.q_rope_stride[0] + tok * p.q_rope_stride[1] +
+                  head * p.q_rope_stride[2] + (chunk - kNopeChunks) * 8;
+        Tensor sQ = make_tensor(make_smem_ptr(ss.q[wg]), typename C::LayoutQ{});
+        cp_async_16(&sQ(r, chunk * 8), valid ? src : q_nope, valid);
+      }
+      cp_async_arrive_noinc(&ss.q_full);
+    };
+    const int q_at = piece_idx == 0 ? pc.tile_begin : pc.tile_begin + min(kStages, pc.tile_end - pc.tile_begin);
 
     for (int t = pc.tile_begin; t < pc.tile_end; ++t, ++it) {
+      if (t == q_at) load_q();
       const int stage = it % kStages;
       // Look up this tile's pages before waiting for a free stage, hiding the table's latency.
       int* rows = ss.page_of_row[it & 1];  // last read two tiles ago, before the barrier below
@@ -205,6 +210,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
       }
       cp_async_arrive_noinc(&ss.full[stage]);
     }
+    if (q_at == pc.tile_end) load_q();
     ++piece_idx;
   });
 }

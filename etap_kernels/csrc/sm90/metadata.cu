@@ -48,9 +48,16 @@ __global__ void metadata_kernel(MetadataParams p) {
     }
     meta[2] = i;
     meta[3] = t;
-    meta[5] = meta[6] = meta[7] = 0;
+    meta[5] = -1;
+    meta[6] = meta[7] = 0;
   }
-  for (int k = 0; k < p.batch; ++k) p.num_splits[k + 1] += p.num_splits[k];
+  // Work list of the combine kernel: meta[q][5] = the q-th split sequence (at most
+  // num_parts - 1 of them), then prefix sums of the slot counts.
+  int q = 0;
+  for (int k = 0; k < p.batch; ++k) {
+    if (p.num_splits[k + 1] > 0 && q < p.num_parts) p.sched_meta[(q++) * kMetaInts + 5] = k;
+    p.num_splits[k + 1] += p.num_splits[k];
+  }
 }
 
 }  // namespace
