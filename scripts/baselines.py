@@ -16,6 +16,19 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def ensure_integration_importable() -> None:
+    """`etap_integration` from the checkout when the project is not pip-installed (GPU machines
+    that only have the working tree on PYTHONPATH)."""
+    import importlib
+    import sys
+
+    try:
+        importlib.import_module("etap_integration")
+    except ImportError:
+        sys.path.insert(0, str(ROOT))
+        sys.modules["etap_integration"] = importlib.import_module("integration")
+
+
 def flashmla_so() -> Path | None:
     path = Path(os.environ.get("ETAP_FLASHMLA_SO", ROOT / ".baselines" / "flashmla_ops.abi3.so"))
     return path if path.exists() else None

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 import etap_kernels  # noqa: E402
-from baselines import load_flashmla  # noqa: E402
+from baselines import ensure_integration_importable, load_flashmla  # noqa: E402
 
 L2_BYTES = 50 * 2**20
 
@@ -174,10 +174,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", default="quick", choices=("quick", "paper", "full"))
     ap.add_argument("--out", default=str(ROOT / "results"))
+    ap.add_argument("--where", default=None, help="keep rows where this Python expression over the row's "
+                    "fields is true, e.g. 'page_size == 1'")
+    ap.add_argument("--tag", default="", help="suffix for the result file names")
     ap.add_argument("--peers", default="flashmla,fa2,fa3,fi_etap",
                     help="comma list of flashmla, fa2, fa3, fi_etap (ETAP via the patched FlashInfer wrapper)")
     args = ap.parse_args()
     peers = args.peers.split(",") if args.peers else []
+    ensure_integration_importable()
     flashmla = load_flashmla() if "flashmla" in peers else None
     device = torch.cuda.get_device_name()
     copy_gbs = copy_bandwidth()
@@ -185,7 +189,10 @@ def main():
     results, skipped = [], set()
     header = f"{'b':>4} {'s_q':>3} {'h':>4} {'ctx':>7} {'page':>4} {'mix':>3} | {'impl':8} {'us':>9} {'GB/s':>6} {'%copy':>6} {'TF/s':>6} {'etap x':>7}"
     print(header, flush=True)
-    for row in grid(args.grid):
+    rows = grid(args.grid)
+    if args.where:
+        rows = [r for r in rows if eval(args.where, {}, dict(dict(mixed=False), **r))]  # noqa: S307 - dev tool
+    for row in rows:
         case = Case(**row)
         impls = {"etap": etap_calls(case)}
         if "flashmla" in peers:
@@ -229,7 +236,7 @@ def main():
         sys.exit("no results")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tag = f"{device.replace(' ', '_')}_{args.grid}_{meta['date'][:10]}"
+    tag = f"{device.replace(' ', '_')}_{args.grid}{args.tag}_{meta['date'][:10]}"
     (out_dir / f"bench_{tag}.json").write_text(json.dumps(dict(meta=meta, rows=results), indent=1))
     with open(out_dir / f"bench_{tag}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(results[0].keys()))

@@ -181,18 +181,19 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
       bool whole = p.use_tma && (t + 1) * kTileKV <= len;
       for (int seg = 0; whole && seg < kTileKV; seg += p.tma_rows) whole = rows[seg] >= 0;
       if (whole) {
-        if (tid == 0) {
-          mbar_arrive_expect_tx(&ss.full[stage], kTileKV * kDimQK * sizeof(T));
-          for (int seg = 0; seg < kTileKV; seg += p.tma_rows) {
+        // Warp 0 issues the copies, one page segment per lane (64 of them for page size 1);
+        // the barrier expects the whole tile's bytes before it can complete.
+        if (tid == 0) mbar_arrive_expect_tx(&ss.full[stage], kTileKV * kDimQK * sizeof(T));
+        if (tid < 32) {
+          for (int seg = tid * p.tma_rows; seg < kTileKV; seg += 32 * p.tma_rows) {
             const int page = rows[seg], slot = slot_of(t * kTileKV + seg);
 #pragma unroll
             for (int kc = 0; kc < kDimV / 64; ++kc)
               tma_load_3d(&sKV(seg, kc * 64), &p.tma_nope, kc * 64, slot, page, &ss.full[stage]);
             tma_load_3d(&sKV(seg, static_cast<int>(kDimV)), &p.tma_rope, 0, slot, page, &ss.full[stage]);
           }
-        } else {
-          mbar_arrive(&ss.full[stage]);
         }
+        if (tid != 0) mbar_arrive(&ss.full[stage]);
         continue;
       }
 #pragma unroll 4
