@@ -111,10 +111,9 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
   // Whole tiles by bulk tensor copies when every tile covers whole pages or lies in one page.
   const int ps = p.page_size;
   p.tma_rows = ps < etap::kTileKV ? ps : etap::kTileKV;
-  // Boxes of fewer than 8 rows (page sizes 1, 2, 4) start inside a 1 KB swizzle atom; they are
-  // opt-in (ETAP_TMA_SMALL_PAGES=1) until measured correct.
-  const bool small_ok = ps >= 8 || std::getenv("ETAP_TMA_SMALL_PAGES") != nullptr;
-  p.use_tma = small_ok && (ps % etap::kTileKV == 0 || etap::kTileKV % ps == 0) &&
+  // A 128B-swizzled box must land on a 1 KB swizzle atom, so boxes need >= 8 rows: page sizes
+  // 1, 2 and 4 use cp.async (measured: 1-row boxes fault with a misaligned address).
+  p.use_tma = ps >= 8 && (ps % etap::kTileKV == 0 || etap::kTileKV % ps == 0) &&
               !std::getenv("ETAP_DISABLE_TMA") && encode_cache_map(&p.tma_nope, k_nope, p.tma_rows) &&
               encode_cache_map(&p.tma_rope, k_rope, p.tma_rows);
 
