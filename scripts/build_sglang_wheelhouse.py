@@ -189,6 +189,21 @@ def moe_fused_gate(input_tensor, bias, num_expert_group, topk_group, topk, num_f
     return torch.ops.sgl_kernel.moe_fused_gate.default(
         input_tensor, bias, num_expert_group, topk_group, topk, num_fused_shared_experts,
         float(routed_scaling_factor), apply_routed_scaling_factor_on_output)
+
+
+def _unavailable(name):
+    def stub(*args, **kwargs):
+        raise NotImplementedError(f"{name} is not in sglang-kernel 0.4.6 (quantized/other-model paths only)")
+    stub.__name__ = name
+    return stub
+
+
+# Imported at module level by sglang 0.5.10.post1 (found on the device with an ast scan of
+# sglang/srt for `from sgl_kernel import ...`), used only by paths the bf16 DeepSeek check never runs.
+for _name in ("fused_experts", "gelu_quick", "kimi_k2_moe_fused_gate", "qserve_w4a8_per_chn_gemm",
+              "qserve_w4a8_per_group_gemm", "spatial"):
+    globals()[_name] = _unavailable(_name)
+    __all__.append(_name)
 '''
 
 COMPAT_HOOK = f'''
