@@ -27,7 +27,7 @@ pytestmark = pytest.mark.gpu
 
 H_Q = (1, 8, 16, 32, 64, 128)
 S_Q = (1, 2, 4)
-PAGE_SIZES = (1, 16, 64)
+PAGE_SIZES = (1, 16, 32, 64, 128)
 LAYOUTS = ("flashmla", "views_indices", "separate_block_table")
 BATCHES = (1, 3, 64)
 EDGE_LENGTHS = (0, 1, 63, 64, 65, 127, 128, 1000, 4097)
@@ -130,6 +130,31 @@ def test_decode_matches_reference(case, seed):
     assert err < bound, f"relative error {err:.3e} >= {bound}"
     if fm_err is not None:
         assert err <= fm_err * 1.1 + 1e-5, f"ETAP error {err:.3e} above FlashMLA's {fm_err:.3e}"
+
+
+@pytest.mark.parametrize(
+    "b,s_q,h_q,page_size,lens,causal",
+    [
+        (1024, 1, 16, 1, "mixed", False),            # the largest batch
+        (1, 1, 16, 64, [262144 + 5], False),         # 256K context (and a partial last tile)
+        (2, 8, 128, 32, [3000, 7], True),            # MTP verify: 8 new tokens, 1024 query rows
+        (3, 1, 128, 128, [130, 0, 129], False),
+    ],
+)
+def test_extreme_shapes(b, s_q, h_q, page_size, lens, causal, seed):
+    gen = torch.Generator().manual_seed(seed)
+    if lens == "mixed":
+        lens = torch.randint(0, 300, (b,), generator=gen).tolist()
+    q, k_cache, ckv, kpe, seqlens, block_table, _, _ = _build(b, s_q, h_q, lens, page_size, torch.bfloat16,
+                                                              "flashmla", gen)
+    meta, splits = etap_kernels.get_mla_metadata(seqlens, s_q * h_q, 1)
+    out, lse = etap_kernels.flash_mla_with_kvcache(q, k_cache, block_table, seqlens, 512, meta, splits,
+                                                   causal=causal)
+    ref_out, ref_lse = mla_decode_reference(q[..., :512], q[..., 512:], ckv, kpe, seqlens,
+                                            block_table=block_table, causal=causal)
+    assert not torch.isnan(out).any()
+    assert _rel_err(out, ref_out) < 4e-3
+    _check_lse(lse, ref_lse)
 
 
 @pytest.mark.parametrize("h_q,s_q", [(16, 1), (128, 2)])
