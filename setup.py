@@ -35,7 +35,7 @@ def _cuda_extension():
         name="etap_kernels._C",
         sources=[str(p.relative_to(root)) for p in _build.all_sources()],
         include_dirs=includes,
-        extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": _build.nvcc_flags()},
+        extra_compile_args={"cxx": _build.host_cflags(), "nvcc": _build.nvcc_flags()},
     )
     return ext, BuildExtension
 

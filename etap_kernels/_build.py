@@ -59,6 +59,19 @@ def nvcc_flags() -> list[str]:
     ]
 
 
+def host_cflags() -> list[str]:
+    """Flags for the torch bindings (host C++). torch >= 2.13 headers require C++20; the kernel
+    sources include no torch headers and stay on C++17 with nvcc."""
+    try:
+        import torch
+
+        major, minor = (int(x) for x in torch.__version__.split(".")[:2])
+        std = "-std=c++20" if (major, minor) >= (2, 13) else "-std=c++17"
+    except (ImportError, ValueError):
+        std = "-std=c++17"
+    return ["-O3", std]
+
+
 def include_dirs() -> list[str]:
     return [str(CSRC), cutlass_include()]
 
@@ -69,7 +82,7 @@ def _source_hash() -> str:
         if path.is_file():
             h.update(path.name.encode())
             h.update(path.read_bytes())
-    h.update(" ".join(nvcc_flags()).encode())
+    h.update(" ".join(nvcc_flags() + host_cflags()).encode())
     return h.hexdigest()[:16]
 
 
@@ -93,7 +106,7 @@ def load_extension():
         name=EXT_NAME,
         sources=[str(s) for s in all_sources()],
         extra_include_paths=include_dirs(),
-        extra_cflags=["-O3", "-std=c++17"],
+        extra_cflags=host_cflags(),
         extra_cuda_cflags=nvcc_flags(),
         build_directory=str(build_dir),
         verbose=bool(os.environ.get("ETAP_BUILD_VERBOSE")),

@@ -47,7 +47,7 @@ def bindings_cmd(out_dir: Path):
                      if (p / "cuda_runtime_api.h").exists() and (p / "cusparse.h").exists()), None)
     if cuda_inc is None:
         return None
-    return ["g++", "-std=c++17", "-fsyntax-only", "-DTORCH_EXTENSION_NAME=etap_kernels_C",
+    return ["g++", *_build.host_cflags(), "-fsyntax-only", "-DTORCH_EXTENSION_NAME=etap_kernels_C",
             *(f"-I{p}" for p in includes), f"-I{cuda_inc}", f"-I{sysconfig.get_paths()['include']}",
             f"-I{_build.CSRC}", str(_build.CSRC / "bindings.cpp")]
 
