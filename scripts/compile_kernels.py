@@ -34,7 +34,7 @@ def compile_one(src: Path, out_dir: Path) -> tuple[Path, int, str, float]:
     return src, proc.returncode, proc.stdout + proc.stderr, time.time() - t0
 
 
-def bindings_cmd(out_dir: Path):
+def bindings_cmd():
     try:
         import torch.utils.cpp_extension as ext
     except ImportError:
@@ -65,7 +65,7 @@ def main() -> int:
                 if status != "ok":
                     failed += 1
                     print(log)
-        cmd = bindings_cmd(out_dir)
+        cmd = bindings_cmd()
         if cmd is None:
             print("skip   etap_kernels/csrc/bindings.cpp (needs torch's and the CUDA toolkit's headers)")
         else:
