@@ -7,6 +7,12 @@ a block table or by FlashInfer-style page indices.
 
 Every entry validates its inputs and raises ``TypeError``/``ValueError`` naming the argument.
 ``lse`` is returned in natural-log units (FlashMLA's convention), shape ``[b, h_q, s_q]``.
+
+FP8 KV cache: a ``torch.float8_e4m3fn`` cache (with a per-tensor ``kv_scale``) is read as such and
+dequantised in registers; queries stay bf16 (more accurate than FP8 queries at the same speed:
+the kernel is bound by cache bytes). Queries are rounded to fp16 after the softmax and cache scales
+are folded in, P is fp16, accumulation fp32. FlashMLA's FP8 entry (e4m3 ``q`` with ``descale_q``)
+is accepted by ``flash_mla_with_kvcache``; such ``q`` is widened to bf16 exactly.
 """
 
 from __future__ import annotations
@@ -31,6 +37,28 @@ META_INTS = 8
 VALIDATE_VALUES = True
 
 _DTYPES = (torch.bfloat16, torch.float16)
+FP8 = torch.float8_e4m3fn
+
+
+def _scale_tensor(name: str, scale, device: torch.device) -> Optional[torch.Tensor]:
+    """A float or a one-element float32 tensor on ``device`` (None = 1). Tensors are read on the
+    GPU at run time, so a CUDA graph replays with the current value. ``device=None``: checks only."""
+    if scale is None:
+        return None
+    if isinstance(scale, torch.Tensor):
+        if scale.dtype != torch.float32 or scale.numel() != 1:
+            raise TypeError(f"{name} must be a float or a one-element float32 tensor, got "
+                            f"{str(scale.dtype).replace('torch.', '')} of shape {tuple(scale.shape)}")
+        if device is not None and scale.device != device:
+            raise ValueError(f"{name} is on {scale.device}, expected {device}")
+        return scale.reshape(1)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise TypeError(f"{name} must be a float or a one-element float32 tensor, got {type(scale).__name__}")
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {scale}")
+    if device is None:
+        return None
+    return torch.full((1,), float(scale), dtype=torch.float32, device=device)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -162,6 +190,8 @@ def mla_decode(
     out: Optional[torch.Tensor] = None,
     lse: Optional[torch.Tensor] = None,
     validate_values: Optional[bool] = None,
+    kv_scale=None,
+    q_scale=None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """MLA decode over split latent/rope paged caches. Returns ``(out, lse)``.
 
@@ -171,15 +201,30 @@ def mla_decode(
     ``out`` [b, s_q, h_q, 512] and ``lse`` float32 [b, h_q, s_q] (natural log) are written in
     place when given (any strides with a contiguous last dim for ``out``).
     With ``causal`` and s_q > 1, query token t sees KV positions < len - (s_q - 1 - t).
+
+    An e4m3 cache (``torch.float8_e4m3fn``, both parts) needs bf16 queries; values are the cache
+    bytes times ``kv_scale`` (float or one-element float32 tensor; default 1), and scores also
+    carry ``q_scale`` (for queries that were quantised; default 1).
     """
     _tensor("q_nope", q_nope, dtypes=_DTYPES, dim=4)
     dtype = q_nope.dtype
     _tensor("q_rope", q_rope, dim=4)
     _tensor("ckv_cache", ckv_cache, dim=3)
     _tensor("kpe_cache", kpe_cache, dim=3)
-    for name, t in (("q_rope", q_rope), ("ckv_cache", ckv_cache), ("kpe_cache", kpe_cache)):
-        if t.dtype != dtype:
-            raise TypeError(f"{name} dtype {t.dtype} differs from q_nope dtype {dtype}")
+    if q_rope.dtype != dtype:
+        raise TypeError(f"q_rope dtype {q_rope.dtype} differs from q_nope dtype {dtype}")
+    fp8 = ckv_cache.dtype == FP8
+    if ckv_cache.dtype == torch.uint8:
+        raise TypeError("ckv_cache is uint8: view an e4m3 cache as torch.float8_e4m3fn (cache.view(torch.float8_e4m3fn))")
+    if fp8 and dtype != torch.bfloat16:
+        raise TypeError(f"an e4m3 cache needs bf16 queries, got q_nope dtype {dtype}")
+    for name, t in (("ckv_cache", ckv_cache), ("kpe_cache", kpe_cache)):
+        if t.dtype != (FP8 if fp8 else dtype):
+            raise TypeError(f"{name} dtype {t.dtype} must be q_nope's dtype {dtype} or, for both cache parts, float8_e4m3fn")
+    if not fp8 and (kv_scale is not None or q_scale is not None):
+        raise ValueError("kv_scale and q_scale apply to an e4m3 (float8_e4m3fn) cache only")
+    _scale_tensor("kv_scale", kv_scale, None)
+    _scale_tensor("q_scale", q_scale, None)
     device = q_nope.device
 
     b, s_q, h_q, d_nope = q_nope.shape
@@ -258,6 +303,8 @@ def mla_decode(
         tile_scheduler_metadata=tile_scheduler_metadata, num_splits=num_splits,
         block_table=block_table, kv_indptr=kv_indptr, kv_indices=kv_indices, out=out, lse=lse,
     )
+    kv_scale_t = _scale_tensor("kv_scale", kv_scale, device)
+    q_scale_t = _scale_tensor("q_scale", q_scale, device)
     if validate_values is None:
         validate_values = VALIDATE_VALUES
     if validate_values and not _capturing():
@@ -276,7 +323,7 @@ def mla_decode(
     load_extension().decode(
         q_nope, q_rope, ckv_cache, kpe_cache, cache_seqlens, page_table, page_indptr,
         tile_scheduler_metadata, num_splits, out, lse, o_accum, lse_accum,
-        per_group, groups, per_wg, float(softmax_scale), causal,
+        per_group, groups, per_wg, float(softmax_scale), causal, q_scale_t, kv_scale_t,
     )
     return out, lse
 
@@ -318,12 +365,16 @@ def flash_mla_with_kvcache(
     num_splits: torch.Tensor,
     softmax_scale: Optional[float] = None,
     causal: bool = False,
+    descale_q=None,
+    descale_k=None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """FlashMLA-compatible decode: q [b, s_q, h_q, 576], k_cache [num_pages, page_size, 1, 576].
 
     Returns ``(out [b, s_q, h_q, 512], softmax_lse float32 [b, h_q, s_q])``, lse in natural log.
+    FP8 as FlashMLA's FP8 entry: an e4m3 ``k_cache`` with ``descale_k``, and ``q`` either bf16 or
+    e4m3 with ``descale_q`` (float or one-element float32 tensor); the output is bf16.
     """
-    _tensor("q", q, dtypes=_DTYPES, dim=4)
+    _tensor("q", q, dtypes=_DTYPES + (FP8,), dim=4)
     _tensor("k_cache", k_cache, dim=4)
     if q.shape[-1] != HEAD_DIM_QK:
         raise ValueError(f"q head dim must be {HEAD_DIM_QK}, got {q.shape[-1]}")
@@ -331,7 +382,13 @@ def flash_mla_with_kvcache(
         raise ValueError(f"k_cache head dim must be {HEAD_DIM_QK}, got {k_cache.shape[-1]}")
     if k_cache.shape[2] != 1:
         raise ValueError(f"k_cache must have one KV head (MLA), got {k_cache.shape[2]}")
-    if k_cache.dtype != q.dtype:
+    if q.dtype == FP8:
+        if k_cache.dtype != FP8:
+            raise TypeError("an e4m3 q needs an e4m3 k_cache")
+        q = q.to(torch.bfloat16)  # exact
+    elif descale_q is not None:
+        raise ValueError("descale_q applies to an e4m3 q only")
+    if k_cache.dtype != FP8 and k_cache.dtype != q.dtype:
         raise TypeError(f"k_cache dtype {k_cache.dtype} differs from q dtype {q.dtype}")
     if isinstance(head_dim_v, bool) or not isinstance(head_dim_v, int):
         raise TypeError("head_dim_v must be an int")
@@ -343,5 +400,5 @@ def flash_mla_with_kvcache(
     return mla_decode(
         q[..., :HEAD_DIM_V], q[..., HEAD_DIM_V:], cache[..., :HEAD_DIM_V], cache[..., HEAD_DIM_V:],
         cache_seqlens, tile_scheduler_metadata, num_splits, block_table=block_table,
-        softmax_scale=softmax_scale, causal=causal,
+        softmax_scale=softmax_scale, causal=causal, kv_scale=descale_k, q_scale=descale_q,
     )

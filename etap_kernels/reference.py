@@ -44,6 +44,13 @@ def _page_ids(i: int, num_needed: int, block_table, indptr, kv_indices) -> torch
     return kv_indices[start:start + num_needed].long()
 
 
+def _gather(cache: torch.Tensor, pages: torch.Tensor, width: int, length: int) -> torch.Tensor:
+    """The first ``length`` rows of the given pages; 1-byte (e4m3) caches are gathered as bytes."""
+    if cache.element_size() == 1 and cache.dtype != torch.uint8:
+        return cache.view(torch.uint8)[pages].view(cache.dtype).reshape(-1, width)[:length]
+    return cache[pages].reshape(-1, width)[:length]
+
+
 def mla_decode_reference(
     q_nope: torch.Tensor,
     q_rope: torch.Tensor,
@@ -55,8 +62,13 @@ def mla_decode_reference(
     kv_indices: Optional[torch.Tensor] = None,
     softmax_scale: Optional[float] = None,
     causal: bool = False,
+    kv_scale: float = 1.0,
+    q_scale: float = 1.0,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Returns ``(out float64 [b, s_q, h_q, 512], lse float64 [b, h_q, s_q])`` (natural log).
+
+    FP8 (e4m3) caches and queries are dequantised exactly: cache values times ``kv_scale``,
+    query values times ``q_scale``.
 
     q_nope [b, s_q, h_q, 512], q_rope [b, s_q, h_q, 64], ckv_cache [num_pages, page_size, 512],
     kpe_cache [num_pages, page_size, 64] (any strides, e.g. views of one 576-wide buffer),
@@ -104,10 +116,10 @@ def mla_decode_reference(
         pages = _page_ids(i, -(-length // page_size), block_table, indptr, kv_indices).to(ckv_cache.device)
         if bool(((pages < 0) | (pages >= num_pages)).any()):  # a negative id would wrap around
             raise ValueError(f"sequence {i} uses a page id outside [0, {num_pages})")
-        ckv = ckv_cache[pages].reshape(-1, HEAD_DIM_V)[:length].to(device=device, dtype=f64)  # [L, 512]
-        kpe = kpe_cache[pages].reshape(-1, HEAD_DIM_ROPE)[:length].to(device=device, dtype=f64)  # [L, 64]
-        qn = q_nope[i].to(f64)  # [s_q, h_q, 512]
-        qr = q_rope[i].to(f64)  # [s_q, h_q, 64]
+        ckv = _gather(ckv_cache, pages, HEAD_DIM_V, length).to(device=device, dtype=f64) * kv_scale
+        kpe = _gather(kpe_cache, pages, HEAD_DIM_ROPE, length).to(device=device, dtype=f64) * kv_scale
+        qn = q_nope[i].to(f64) * q_scale  # [s_q, h_q, 512]
+        qr = q_rope[i].to(f64) * q_scale  # [s_q, h_q, 64]
         scores = (qn @ ckv.T + qr @ kpe.T) * softmax_scale  # [s_q, h_q, L]
         if causal and s_q > 1:
             limit = length - (s_q - 1) + torch.arange(s_q, device=device)  # token t sees pos < limit[t]
@@ -129,6 +141,8 @@ def flash_mla_reference(
     head_dim_v: int = HEAD_DIM_V,
     softmax_scale: Optional[float] = None,
     causal: bool = False,
+    kv_scale: float = 1.0,
+    q_scale: float = 1.0,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """FlashMLA layout: q [b, s_q, h_q, 576], k_cache [num_pages, page_size, 1, 576].
 
@@ -145,4 +159,5 @@ def flash_mla_reference(
     return mla_decode_reference(
         q[..., :HEAD_DIM_V], q[..., HEAD_DIM_V:], cache[..., :HEAD_DIM_V], cache[..., HEAD_DIM_V:],
         cache_seqlens, block_table=block_table, softmax_scale=softmax_scale, causal=causal,
+        kv_scale=kv_scale, q_scale=q_scale,
     )

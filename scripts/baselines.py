@@ -64,3 +64,28 @@ def load_flashmla():
 
     decode.metadata = metadata
     return decode
+
+
+def load_flashmla_fp8():
+    """FlashMLA's dense FP8 path: decode(q_fp8, k_cache_fp8, block_table, cache_seqlens, descale_q,
+    descale_k, causal, scale, meta) -> (out bf16, lse), or None. descale_* are float32 (1,)."""
+    if load_flashmla() is None:
+        return None
+    ops = torch.ops.sgl_kernel
+
+    def metadata(cache_seqlens, s_q, h_q):
+        return ops.get_mla_decoding_metadata_dense_fp8(cache_seqlens, s_q * h_q, 1)
+
+    def decode(q, k_cache, block_table, cache_seqlens, descale_q, descale_k, causal=False, scale=None,
+               meta=None):
+        b, s_q, h_q, d = q.shape
+        if scale is None:
+            scale = d ** -0.5
+        if meta is None:
+            meta = metadata(cache_seqlens, s_q, h_q)
+        res = ops.fwd_kvcache_mla_fp8(q, k_cache, 512, cache_seqlens, block_table, scale, causal, meta[0],
+                                      meta[1], descale_q, descale_k)
+        return res[0], res[1]
+
+    decode.metadata = metadata
+    return decode

@@ -4,10 +4,11 @@ same inputs, the device-to-device copy bandwidth measured in the same run.
     python scripts/bench_decode.py --grid quick          # a few rows
     python scripts/bench_decode.py --grid full           # the issue's grid (minutes)
     python scripts/bench_decode.py --grid paper          # batch 16, h_q 16, the paper's lengths
+    python scripts/bench_decode.py --grid quick --kv fp8 # e4m3 cache: ETAP vs FlashMLA's FP8 path
 
 Times are medians over CUDA-graph replays timed with CUDA events (no host overhead), each replay
 cycling over several page tables into a KV pool larger than the L2 so the cache is not measured.
-GB/s counts the KV bytes read once (b x len x 576 x 2 B) plus q and out; TFLOP/s counts
+GB/s counts the KV bytes read once (b x len x 576 x 2 B, x 1 B for e4m3) plus q and out; TFLOP/s counts
 2 x rows x len x (576 + 512). Results: results/bench_<device>_<date>.json/.csv and a PNG plot.
 Peers that are not importable are skipped and listed as such (see scripts/baselines.py).
 """
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 import etap_kernels  # noqa: E402
-from baselines import ensure_integration_importable, load_flashmla  # noqa: E402
+from baselines import ensure_integration_importable, load_flashmla, load_flashmla_fp8  # noqa: E402
 
 L2_BYTES = 50 * 2**20
 
@@ -76,9 +77,11 @@ def graph_time(calls, reps=7) -> float:
 
 
 class Case:
-    def __init__(self, b, s_q, h_q, ctx, page_size, dtype=torch.bfloat16, mixed=False, seed=0):
+    def __init__(self, b, s_q, h_q, ctx, page_size, dtype=torch.bfloat16, mixed=False, seed=0, kv="bf16"):
         gen = torch.Generator().manual_seed(seed)
         self.b, self.s_q, self.h_q, self.page_size, self.dtype = b, s_q, h_q, page_size, dtype
+        self.fp8 = kv == "fp8"
+        kv_elem = 1 if self.fp8 else 2
         if mixed:  # uniform in [1, 2 * ctx): same mean, mixed lengths in one batch
             lens = torch.randint(1, 2 * ctx, (b,), generator=gen)
         else:
@@ -88,10 +91,13 @@ class Case:
         pages = [-(-n // page_size) for n in self.lens_list]
         self.max_pages = max(pages)
         need = sum(pages)
-        bytes_per_page = page_size * 576 * 2
+        bytes_per_page = page_size * 576 * kv_elem
         self.rotations = max(1, min(8, -(-4 * L2_BYTES // (need * bytes_per_page))))
         pool_pages = need * self.rotations + 1
         self.k_cache = torch.randn(pool_pages, page_size, 1, 576, dtype=dtype, device="cuda")
+        if self.fp8:  # e4m3 values over most of the range, one per-tensor scale
+            self.k_cache = (self.k_cache.float() * 40).clamp(-448, 448).to(torch.float8_e4m3fn)
+            self.kv_scale = torch.tensor([0.025], dtype=torch.float32, device="cuda")
         perm = torch.randperm(pool_pages - 1, generator=gen) + 1
         self.block_tables, self.indices = [], []
         for r in range(self.rotations):
@@ -105,7 +111,7 @@ class Case:
             self.indices.append(chunk.to(torch.int32).cuda())
         self.indptr = torch.tensor([0] + list(itertools.accumulate(pages)), dtype=torch.int32, device="cuda")
         self.q = torch.randn(b, s_q, h_q, 576, dtype=dtype, device="cuda")
-        self.kv_bytes = sum(self.lens_list) * 576 * 2
+        self.kv_bytes = sum(self.lens_list) * 576 * kv_elem
         self.io_bytes = self.kv_bytes + 2 * b * s_q * h_q * (576 + 512)
         self.flops = 2 * s_q * h_q * sum(self.lens_list) * (576 + 512)
 
@@ -118,7 +124,8 @@ def etap_calls(case: Case):
     lse = torch.empty(case.b, case.h_q, case.s_q, dtype=torch.float32, device="cuda")
     return [
         (lambda bt=bt: etap_kernels.mla_decode(qn, qr, ckv, kpe, case.seqlens, meta, splits, block_table=bt,
-                                               causal=case.s_q > 1, out=out, lse=lse, validate_values=False))
+                                               causal=case.s_q > 1, out=out, lse=lse, validate_values=False,
+                                               kv_scale=case.kv_scale if case.fp8 else None))
         for bt in case.block_tables
     ]
 
@@ -127,6 +134,11 @@ def flashmla_calls(case: Case, flashmla):
     if flashmla is None or case.page_size != 64:
         return None
     meta = flashmla.metadata(case.seqlens, case.s_q, case.h_q)
+    if case.fp8:  # FlashMLA's FP8 path takes e4m3 queries with descales of shape (1,)
+        q8 = (case.q.float() * 8).to(torch.float8_e4m3fn)
+        ds_q = torch.tensor([0.125], dtype=torch.float32, device="cuda")
+        return [(lambda bt=bt: flashmla(q8, case.k_cache, bt, case.seqlens, ds_q, case.kv_scale,
+                                        causal=case.s_q > 1, meta=meta)) for bt in case.block_tables]
     return [(lambda bt=bt: flashmla(case.q, case.k_cache, bt, case.seqlens, causal=case.s_q > 1, meta=meta))
             for bt in case.block_tables]
 
@@ -177,12 +189,16 @@ def main():
     ap.add_argument("--where", default=None, help="keep rows where this Python expression over the row's "
                     "fields is true, e.g. 'page_size == 1'")
     ap.add_argument("--tag", default="", help="suffix for the result file names")
+    ap.add_argument("--kv", default="bf16", choices=("bf16", "fp8"),
+                    help="cache dtype: bf16, or e4m3 (peers: FlashMLA's FP8 path only)")
     ap.add_argument("--peers", default="flashmla,fa2,fa3,fi_etap",
                     help="comma list of flashmla, fa2, fa3, fi_etap (ETAP via the patched FlashInfer wrapper)")
     args = ap.parse_args()
     peers = args.peers.split(",") if args.peers else []
     ensure_integration_importable()
-    flashmla = load_flashmla() if "flashmla" in peers else None
+    if args.kv == "fp8":
+        peers = [p for p in peers if p == "flashmla"]
+    flashmla = (load_flashmla_fp8() if args.kv == "fp8" else load_flashmla()) if "flashmla" in peers else None
     device = torch.cuda.get_device_name()
     copy_gbs = copy_bandwidth()
     print(f"{device}: copy {copy_gbs:.0f} GB/s", flush=True)
@@ -193,6 +209,7 @@ def main():
     if args.where:
         rows = [r for r in rows if eval(args.where, {}, dict(dict(mixed=False), **r))]  # noqa: S307 - dev tool
     for row in rows:
+        row = dict(row, kv=args.kv)
         case = Case(**row)
         impls = {"etap": etap_calls(case)}
         if "flashmla" in peers:
@@ -236,19 +253,20 @@ def main():
         sys.exit("no results")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tag = f"{device.replace(' ', '_')}_{args.grid}{args.tag}_{meta['date'][:10]}"
+    kv_tag = "_fp8" if args.kv == "fp8" else ""
+    tag = f"{device.replace(' ', '_')}_{args.grid}{kv_tag}{args.tag}_{meta['date'][:10]}"
     (out_dir / f"bench_{tag}.json").write_text(json.dumps(dict(meta=meta, rows=results), indent=1))
     with open(out_dir / f"bench_{tag}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(results[0].keys()))
         w.writeheader()
         w.writerows(results)
-    plot(results, out_dir / f"bench_{tag}.png", device, copy_gbs)
+    plot(results, out_dir / f"bench_{tag}.png", device, copy_gbs, args.kv)
     if skipped:
         print("skipped:", *sorted(skipped), sep="\n  ")
     print(f"wrote {out_dir}/bench_{tag}.{{json,csv,png}}")
 
 
-def plot(results, path, device, copy_gbs):
+def plot(results, path, device, copy_gbs, kv="bf16"):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -267,7 +285,7 @@ def plot(results, path, device, copy_gbs):
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=impl)
         ax.axhline(copy_gbs, color="gray", ls="--", lw=0.8, label="copy")
         ax.set_xscale("log", base=2)
-        ax.set_title(f"b=16, h_q={h}, bf16, page 64")
+        ax.set_title(f"b=16, h_q={h}, {'e4m3' if kv == 'fp8' else 'bf16'} cache, page 64")
         ax.set_xlabel("context length")
         ax.set_ylabel("GB/s")
         ax.legend(fontsize=7)

@@ -328,3 +328,15 @@ def test_reference_on_gpu_long_sequence():
     assert gpu[0].device.type == "cuda"
     torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(gpu[1].cpu(), cpu[1], rtol=1e-10, atol=1e-10)
+
+
+def test_fp8_cache_is_dequantised_with_its_scales():
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(2, 1, 4, 576, generator=gen, dtype=torch.float64)
+    cache = (torch.randn(6, 16, 1, 576, generator=gen) * 40).to(torch.float8_e4m3fn)
+    bt = torch.tensor([[0, 1], [3, 2]], dtype=torch.int32)
+    lens = torch.tensor([20, 17], dtype=torch.int32)
+    out, lse = flash_mla_reference(q, cache, bt, lens, kv_scale=0.02, q_scale=0.5)
+    want, want_lse = flash_mla_reference(q * 0.5, cache.to(torch.float64) * 0.02, bt, lens)
+    assert_close(out, want)
+    assert_close(lse, want_lse)

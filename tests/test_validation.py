@@ -116,3 +116,51 @@ def test_row_grouping_covers_rows_with_padding_below_8(rows):
     assert 2 * per_wg >= per_group
     # two warpgroups of N = per_wg columns: fewer than 16 padded columns per CTA
     assert 2 * per_wg - per_group < 16
+
+
+FP8 = torch.float8_e4m3fn
+
+
+def _fp8_cache(num_pages=8, page_size=16):
+    buf = torch.randn(num_pages, page_size, 576).to(FP8)
+    return dict(ckv_cache=buf[..., :512], kpe_cache=buf[..., 512:])
+
+
+@pytest.mark.parametrize(
+    "override,exc,name",
+    [
+        (dict(ckv_cache=torch.zeros(8, 16, 512, dtype=torch.uint8), kpe_cache=torch.zeros(8, 16, 64, dtype=torch.uint8)),
+         TypeError, "float8_e4m3fn"),
+        (dict(_fp8_cache(), q_nope=torch.randn(2, 1, 16, 512, dtype=torch.float16),
+              q_rope=torch.randn(2, 1, 16, 64, dtype=torch.float16)), TypeError, "bf16 queries"),
+        (dict(_fp8_cache(), kpe_cache=torch.randn(8, 16, 64, dtype=BF16)), TypeError, "kpe_cache"),
+        (dict(_fp8_cache(), kv_scale="2"), TypeError, "kv_scale"),
+        (dict(_fp8_cache(), kv_scale=float("nan")), ValueError, "kv_scale"),
+        (dict(_fp8_cache(), kv_scale=-1.0), ValueError, "kv_scale"),
+        (dict(_fp8_cache(), kv_scale=torch.ones(2)), TypeError, "kv_scale"),
+        (dict(_fp8_cache(), q_scale=torch.ones(1, dtype=torch.float64)), TypeError, "q_scale"),
+        (dict(kv_scale=1.0), ValueError, "e4m3"),
+    ],
+)
+def test_fp8_cache_rejects_bad_argument(override, exc, name):
+    with pytest.raises(exc, match=name):
+        _call(**override)
+
+
+def test_fp8_cache_passes_structural_checks_on_cpu():
+    # Everything but the device is valid: the error names the device.
+    with pytest.raises(ValueError, match="CUDA"):
+        _call(**_fp8_cache(), kv_scale=0.5)
+
+
+def test_flash_mla_fp8_entry_checks_descales():
+    q8 = torch.randn(2, 1, 16, 576).to(FP8)
+    cache = torch.randn(8, 16, 1, 576).to(FP8)
+    common = (torch.zeros(2, 4, dtype=torch.int32), torch.tensor([5, 5], dtype=torch.int32), 512,
+              torch.zeros(4, 8, dtype=torch.int32), torch.zeros(3, dtype=torch.int32))
+    with pytest.raises(TypeError, match="e4m3 k_cache"):
+        etap_kernels.flash_mla_with_kvcache(q8, cache.to(BF16), *common)
+    with pytest.raises(ValueError, match="descale_q"):
+        etap_kernels.flash_mla_with_kvcache(q8.to(BF16), cache, *common, descale_q=1.0)
+    with pytest.raises(ValueError, match="CUDA"):
+        etap_kernels.flash_mla_with_kvcache(q8, cache, *common, descale_q=0.5, descale_k=0.25)

@@ -33,6 +33,8 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 }
 
 // 3-D map (column, slot, page) over one paged cache; false when the driver refuses it.
+// 16-bit caches: 64-column boxes, 128B swizzle. e4m3: 128-byte boxes with 128B swizzle for the
+// latent part and 64-byte boxes with 64B swizzle for the rope part (sm90/fp8_tile.cuh).
 bool encode_cache_map(etap::TmaDescriptor* desc, const at::Tensor& cache, int box_rows) {
   auto encode = tensor_map_encoder();
   if (encode == nullptr) return false;
@@ -41,12 +43,16 @@ bool encode_cache_map(etap::TmaDescriptor* desc, const at::Tensor& cache, int bo
   const int64_t row_stride = cache.size(1) > 1 ? cache.stride(1) : cache.size(2);
   const int64_t page_stride = cache.size(0) > 1 ? cache.stride(0) : row_stride * cache.size(1);
   cuuint64_t strides[2] = {cuuint64_t(row_stride * esize), cuuint64_t(page_stride * esize)};
-  cuuint32_t box[3] = {64, cuuint32_t(box_rows), 1};
+  const bool fp8 = esize == 1;
+  const bool rope = cache.size(2) == etap::kDimRope;
+  cuuint32_t box[3] = {fp8 && !rope ? 128u : 64u, cuuint32_t(box_rows), 1};
   cuuint32_t elem_strides[3] = {1, 1, 1};
-  const auto dtype = cache.scalar_type() == at::kHalf ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
-                                                      : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const auto dtype = fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8
+                         : cache.scalar_type() == at::kHalf ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                                            : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const auto swizzle = fp8 && rope ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B;
   CUresult r = encode(reinterpret_cast<CUtensorMap*>(desc), dtype, 3, cache.data_ptr(), dims, strides, box,
-                      elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                      elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
                       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   return r == CUDA_SUCCESS;
 }
@@ -72,11 +78,21 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
             const c10::optional<at::Tensor>& page_indptr, const at::Tensor& sched_meta,
             const at::Tensor& num_splits, at::Tensor& out, at::Tensor& lse, at::Tensor& o_accum,
             at::Tensor& lse_accum, int64_t rows_per_group, int64_t num_groups, int64_t rows_per_wg,
-            double softmax_scale, bool causal) {
+            double softmax_scale, bool causal, const c10::optional<at::Tensor>& q_scale,
+            const c10::optional<at::Tensor>& kv_scale) {
   const auto dtype = q_nope.scalar_type();
   TORCH_CHECK(dtype == at::kBFloat16 || dtype == at::kHalf, "q must be bf16 or fp16");
-  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&q_rope, &k_nope, &k_rope, &out})
-    TORCH_CHECK(t->scalar_type() == dtype, "q, cache and out must share one dtype");
+  const bool fp8 = k_nope.scalar_type() == at::kFloat8_e4m3fn;
+  TORCH_CHECK(!fp8 || dtype == at::kBFloat16, "an e4m3 cache needs bf16 queries");
+  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&q_rope, &out})
+    TORCH_CHECK(t->scalar_type() == dtype, "q and out must share one dtype");
+  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&k_nope, &k_rope})
+    TORCH_CHECK(t->scalar_type() == (fp8 ? at::kFloat8_e4m3fn : dtype),
+                "the cache must be e4m3 or the dtype of q");
+  for (const c10::optional<at::Tensor>* t : {&q_scale, &kv_scale})
+    TORCH_CHECK(!t->has_value() || ((*t)->scalar_type() == at::kFloat && (*t)->numel() == 1 &&
+                                    (*t)->device() == q_nope.device()),
+                "scales must be one float32 on the device of q");
   TORCH_CHECK(q_nope.dim() == 4 && q_rope.dim() == 4 && out.dim() == 4 && lse.dim() == 3 &&
                   k_nope.dim() == 3 && k_rope.dim() == 3,
               "bad ranks");
@@ -143,13 +159,16 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
   p.rows_per_wg = int(rows_per_wg);
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
+  p.q_scale = q_scale.has_value() ? q_scale->data_ptr<float>() : nullptr;
+  p.kv_scale = kv_scale.has_value() ? kv_scale->data_ptr<float>() : nullptr;
   if (p.batch == 0) return;
 
   void* stream = at::cuda::getCurrentCUDAStream().stream();
   const bool fp16 = dtype == at::kHalf;
   int err = 0;
+  const std::string instance = fp8 ? "e4m3" : fp16 ? "fp16" : "bf16";
 #define ETAP_DISPATCH(dt, n) \
-  if (!fp16 == (std::string(#dt) == "bf16") && rows_per_wg == n) err = etap::launch_decode_##dt##_n##n(p, stream);
+  if (instance == #dt && rows_per_wg == n) err = etap::launch_decode_##dt##_n##n(p, stream);
   ETAP_FOR_EACH_INSTANCE(ETAP_DISPATCH)
 #undef ETAP_DISPATCH
   check_cuda(err, "decode");

@@ -74,6 +74,9 @@ struct DecodeParams {
   int num_groups;
   int rows_per_wg;           // N of the WGMMAs (multiple of 8)
   float scale_log2;          // softmax_scale * log2(e)
+  // e4m3 cache only (nullptr = 1): scores use q_scale * kv_scale, the output kv_scale.
+  const float* q_scale;
+  const float* kv_scale;
   bool causal;
 };
 
@@ -85,10 +88,12 @@ struct MetadataParams {
   int* num_splits;           // [b + 1]
 };
 
-// Launchers, one per (dtype, rows per warpgroup) instantiation, defined in sm90/*.cu.
+// Launchers, one per (dtype, rows per warpgroup) instantiation, defined in sm90/*.cu; e4m3 =
+// e4m3 cache with bf16 queries and output.
 // They return a cudaError_t as int so this header stays free of CUDA and torch.
 #define ETAP_FOR_EACH_INSTANCE(X) \
-  X(bf16, 8) X(bf16, 16) X(bf16, 24) X(bf16, 32) X(fp16, 8) X(fp16, 16) X(fp16, 24) X(fp16, 32)
+  X(bf16, 8) X(bf16, 16) X(bf16, 24) X(bf16, 32) X(fp16, 8) X(fp16, 16) X(fp16, 24) X(fp16, 32) \
+  X(e4m3, 8) X(e4m3, 16) X(e4m3, 24) X(e4m3, 32)
 #define ETAP_DECLARE_LAUNCH(dt, n) int launch_decode_##dt##_n##n(const DecodeParams& p, void* stream);
 ETAP_FOR_EACH_INSTANCE(ETAP_DECLARE_LAUNCH)
 #undef ETAP_DECLARE_LAUNCH

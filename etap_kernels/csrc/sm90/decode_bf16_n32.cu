@@ -1,3 +1,3 @@
 // ETAP decode instantiation: bf16, 32 query rows per consumer warpgroup.
 #include "decode_kernel.cuh"
-ETAP_DEFINE_LAUNCH(bf16, cutlass::bfloat16_t, 32)
+ETAP_DEFINE_LAUNCH(bf16, cutlass::bfloat16_t, 32, false)

@@ -1,3 +1,3 @@
 // ETAP decode instantiation: fp16, 8 query rows per consumer warpgroup.
 #include "decode_kernel.cuh"
-ETAP_DEFINE_LAUNCH(fp16, cutlass::half_t, 8)
+ETAP_DEFINE_LAUNCH(fp16, cutlass::half_t, 8, false)

@@ -6,10 +6,15 @@
 //     O^T += V^T . P^T         (M = 512 latent dims in 8 atoms, N = query rows, K = 64 KV rows)
 // so the query rows (heads x new tokens) sit on WGMMA N and are padded only to a multiple of 8.
 //
-// CTA = 3 warpgroups: WG0 loads (cp.async into 128B-swizzled tiles, completion on mbarriers),
-// WG1 and WG2 each own half of the CTA's query rows and share every KV tile. The CTA walks the
-// pieces (batch, tile range) of its part of the split-KV schedule; a piece that covers a whole
-// sequence writes `out`/`lse` directly, a partial piece writes fp32 partials for the combine kernel.
+// CTA = 3 warpgroups: WG0 loads (TMA for whole tiles, cp.async with zero-fill otherwise, into
+// 128B-swizzled tiles, completion on mbarriers), WG1 and WG2 each own half of the CTA's query
+// rows and share every KV tile. The CTA walks the pieces (batch, tile range) of its part of the
+// split-KV schedule; a piece that covers a whole sequence writes `out`/`lse` directly, a partial
+// piece writes fp32 partials for the combine kernel.
+//
+// kFp8: the cache is e4m3 (fp8_tile.cuh); tiles are half as big (4 stages in the same space),
+// both GEMMs run in fp16 with A converted from e4m3 in registers, Q is converted to fp16 with the
+// softmax and cache scales folded in, and the output is multiplied by the cache scale.
 #pragma once
 
 // Every N in steps of 8 as a single WGMMA (64x24, 64x40, ...), not split into 64x8 atoms.
@@ -22,20 +27,23 @@
 #include <cutlass/numeric_types.h>
 
 #include "../etap_params.h"
+#include "fp8_tile.cuh"
 #include "sync.cuh"
 
 namespace etap::sm90 {
 
 using namespace cute;
 
-constexpr int kStages = 2;
 constexpr int kThreads = 384;
 constexpr int kChunksPerRow = kDimQK / 8;  // 16-byte chunks per 576-wide row
 constexpr int kNopeChunks = kDimV / 8;
 
-template <class T, int N>
+template <class T, int N, bool kFp8>
 struct Config {
   static_assert(N % 8 == 0 && N >= 8 && N <= 32, "rows per warpgroup must be 8..32 in steps of 8");
+  using MmaT = std::conditional_t<kFp8, cutlass::half_t, T>;  // WGMMA operand type
+  static constexpr int kStages = kFp8 ? 4 : 2;
+  static constexpr int kTileBytes = kFp8 ? kFp8TileBytes : kTileKV * kDimQK * int(sizeof(T));
   using SwAtom = GMMA::Layout_K_SW128_Atom<T>;
   using LayoutKV = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTileKV>, Int<kDimQK>>{}));
   using LayoutV = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTileKV>, Int<kDimV>>{}));
@@ -44,12 +52,21 @@ struct Config {
       decltype(composition(LayoutV{}, make_layout(Shape<Int<kDimV>, Int<kTileKV>>{}, GenRowMajor{})));
   using LayoutQ = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kDimQK>>{}));
   using LayoutP = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kTileKV>>{}));
-  using MmaS = decltype(make_tiled_mma(
-      GMMA::ss_op_selector<T, T, float, Shape<Int<kTileKV>, Int<N>, Int<kDimQK>>, GMMA::Major::K,
-                           GMMA::Major::K>()));
-  using MmaO = decltype(make_tiled_mma(
-      GMMA::ss_op_selector<T, T, float, Shape<Int<kDimV>, Int<N>, Int<kTileKV>>, GMMA::Major::MN,
-                           GMMA::Major::K>()));
+  using MmaS = decltype(make_tiled_mma(std::conditional_t<
+      kFp8,
+      decltype(GMMA::rs_op_selector<MmaT, MmaT, float, Shape<Int<kTileKV>, Int<N>, Int<kDimQK>>,
+                                    GMMA::Major::K, GMMA::Major::K>()),
+      decltype(GMMA::ss_op_selector<T, T, float, Shape<Int<kTileKV>, Int<N>, Int<kDimQK>>,
+                                    GMMA::Major::K, GMMA::Major::K>())>{}));
+  using MmaO = decltype(make_tiled_mma(std::conditional_t<
+      kFp8,
+      decltype(GMMA::rs_op_selector<MmaT, MmaT, float, Shape<Int<kDimV>, Int<N>, Int<kTileKV>>,
+                                    GMMA::Major::K, GMMA::Major::K>()),
+      decltype(GMMA::ss_op_selector<T, T, float, Shape<Int<kDimV>, Int<N>, Int<kTileKV>>,
+                                    GMMA::Major::MN, GMMA::Major::K>())>{}));
+  // Register-A fragments (FP8 path) are shaped by these plain K-major layouts.
+  using LayoutKRegs = Layout<Shape<Int<kTileKV>, Int<kDimQK>>, Stride<Int<kDimQK>, _1>>;
+  using LayoutVtRegs = Layout<Shape<Int<kDimV>, Int<kTileKV>>, Stride<Int<kTileKV>, _1>>;
   static constexpr int kCols = N / 4;  // query rows (accumulator columns) each thread holds
   // S^T accumulates over 36 k-steps; small-N WGMMAs are latency-bound when chained on one
   // accumulator, so independent partial sums are interleaved and added at the end.
@@ -63,12 +80,13 @@ struct Config {
   static_assert(N * kStagePitch <= N * kDimQK, "staging must fit in the Q buffer");
 };
 
-template <class T, int N>
+template <class T, int N, bool kFp8>
 struct alignas(1024) SharedStorage {
-  using C = Config<T, N>;
-  alignas(1024) T kv[kStages][cosize_v<typename C::LayoutKV>];
-  alignas(1024) T q[2][cosize_v<typename C::LayoutQ>];
-  alignas(1024) T p[2][cosize_v<typename C::LayoutP>];
+  using C = Config<T, N, kFp8>;
+  static constexpr int kStages = C::kStages;
+  alignas(1024) uint8_t kv[kStages][C::kTileBytes];
+  alignas(1024) T q[2][cosize_v<typename C::LayoutQ>];  // FP8 path: converted to fp16 in place
+  alignas(1024) typename C::MmaT p[2][cosize_v<typename C::LayoutP>];
   float red[2][2][4][N];     // [warpgroup][parity][warp][column]: cross-warp column reductions
   int page_of_row[2][kTileKV];  // producer: page id per tile row (-1 = zero-fill), double-buffered
   uint64_t full[kStages];
@@ -115,15 +133,17 @@ __device__ __forceinline__ int effective_len(const DecodeParams& p, int i) {
   return int(len < cap ? len : (cap < 0 ? 0 : cap));
 }
 
-template <class T, int N>
-__device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T, N>& ss, int part,
-                                         int group) {
-  using C = Config<T, N>;
+template <class T, int N, bool kFp8>
+__device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T, N, kFp8>& ss,
+                                         int part, int group) {
+  using C = Config<T, N, kFp8>;
+  using KvT = std::conditional_t<kFp8, uint8_t, T>;
+  constexpr int kStages = C::kStages;
   const int tid = threadIdx.x % 128;
   const T* q_nope = static_cast<const T*>(p.q_nope);
   const T* q_rope = static_cast<const T*>(p.q_rope);
-  const T* k_nope = static_cast<const T*>(p.k_nope);
-  const T* k_rope = static_cast<const T*>(p.k_rope);
+  const KvT* k_nope = static_cast<const KvT*>(p.k_nope);
+  const KvT* k_rope = static_cast<const KvT*>(p.k_rope);
   int it = 0, piece_idx = 0;
 
   for_each_piece(p, part, [&](const Piece& pc) {
@@ -164,7 +184,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
       }
       cp_async_arrive_noinc(&ss.q_full);
     };
-    const int q_at = piece_idx == 0 ? pc.tile_begin : pc.tile_begin + min(kStages, pc.tile_end - pc.tile_begin);
+    const int q_at = piece_idx == 0 ? pc.tile_begin : pc.tile_begin + min(2, pc.tile_end - pc.tile_begin);
 
     for (int t = pc.tile_begin; t < pc.tile_end; ++t, ++it) {
       if (t == q_at) load_q();
@@ -176,37 +196,54 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
       }
       named_barrier_sync(1, 128);
       mbar_wait(&ss.empty[stage], ((it / kStages) & 1) ^ 1);
-      Tensor sKV = make_tensor(make_smem_ptr(ss.kv[stage]), typename C::LayoutKV{});
+      uint8_t* tile = ss.kv[stage];
+      Tensor sKV = make_tensor(make_smem_ptr(reinterpret_cast<T*>(tile)), typename C::LayoutKV{});
       // A tile inside the sequence whose pages are all valid: bulk tensor copies, one thread.
       bool whole = p.use_tma && (t + 1) * kTileKV <= len;
       for (int seg = 0; whole && seg < kTileKV; seg += p.tma_rows) whole = rows[seg] >= 0;
       if (whole) {
         // Warp 0 issues the copies, one page segment per lane (64 of them for page size 1);
         // the barrier expects the whole tile's bytes before it can complete.
-        if (tid == 0) mbar_arrive_expect_tx(&ss.full[stage], kTileKV * kDimQK * sizeof(T));
+        if (tid == 0) mbar_arrive_expect_tx(&ss.full[stage], C::kTileBytes);
         if (tid < 32) {
           for (int seg = tid * p.tma_rows; seg < kTileKV; seg += 32 * p.tma_rows) {
             const int page = rows[seg], slot = slot_of(t * kTileKV + seg);
+            if constexpr (kFp8) {
 #pragma unroll
-            for (int kc = 0; kc < kDimV / 64; ++kc)
-              tma_load_3d(&sKV(seg, kc * 64), &p.tma_nope, kc * 64, slot, page, &ss.full[stage]);
-            tma_load_3d(&sKV(seg, static_cast<int>(kDimV)), &p.tma_rope, 0, slot, page, &ss.full[stage]);
+              for (int kc = 0; kc < kDimV / 128; ++kc)
+                tma_load_3d(tile + kc * kFp8ChunkBytes + seg * 128, &p.tma_nope, kc * 128, slot, page,
+                            &ss.full[stage]);
+              tma_load_3d(tile + kFp8RopeOffset + seg * kDimRope, &p.tma_rope, 0, slot, page, &ss.full[stage]);
+            } else {
+#pragma unroll
+              for (int kc = 0; kc < kDimV / 64; ++kc)
+                tma_load_3d(&sKV(seg, kc * 64), &p.tma_nope, kc * 64, slot, page, &ss.full[stage]);
+              tma_load_3d(&sKV(seg, static_cast<int>(kDimV)), &p.tma_rope, 0, slot, page, &ss.full[stage]);
+            }
           }
         }
         if (tid != 0) mbar_arrive(&ss.full[stage]);
         continue;
       }
+      // 16-byte chunks per row: 72 of bf16/fp16 (8 elements), 36 of e4m3 (16 elements).
+      constexpr int kRowChunks = kFp8 ? kDimQK / 16 : kChunksPerRow;
+      constexpr int kNope = kFp8 ? kDimV / 16 : kNopeChunks;
+      constexpr int kPer = 16 / int(sizeof(KvT));
 #pragma unroll 4
-      for (int c = tid; c < kTileKV * kChunksPerRow; c += 128) {
-        const int r = c / kChunksPerRow, chunk = c % kChunksPerRow;
+      for (int c = tid; c < kTileKV * kRowChunks; c += 128) {
+        const int r = c / kRowChunks, chunk = c % kRowChunks;
         const int page = rows[r];
         const int slot = slot_of(t * kTileKV + r);
-        const T* src = chunk < kNopeChunks
-            ? k_nope + page * p.k_nope_page_stride + slot * p.k_nope_row_stride + chunk * 8
-            : k_rope + page * p.k_rope_page_stride + slot * p.k_rope_row_stride +
-                  (chunk - kNopeChunks) * 8;
+        const KvT* src = chunk < kNope
+            ? k_nope + page * p.k_nope_page_stride + slot * p.k_nope_row_stride + chunk * kPer
+            : k_rope + page * p.k_rope_page_stride + slot * p.k_rope_row_stride + (chunk - kNope) * kPer;
+        void* dst;
+        if constexpr (kFp8)
+          dst = tile + (chunk < kNope ? fp8_nope_offset(r, chunk) : fp8_rope_offset(r, chunk - kNope));
+        else
+          dst = &sKV(r, chunk * 8);
 #ifndef ETAP_EXP_NO_LOAD  // experiment: measure the math alone
-        cp_async_16(&sKV(r, chunk * 8), page >= 0 ? src : k_nope, page >= 0);
+        cp_async_16(dst, page >= 0 ? src : k_nope, page >= 0);
 #endif
       }
       cp_async_arrive_noinc(&ss.full[stage]);
@@ -216,10 +253,12 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
   });
 }
 
-template <class T, int N>
-__device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T, N>& ss, int part,
-                                         int group, int wg) {
-  using C = Config<T, N>;
+template <class T, int N, bool kFp8>
+__device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T, N, kFp8>& ss,
+                                         int part, int group, int wg) {
+  using C = Config<T, N, kFp8>;
+  using MmaT = typename C::MmaT;
+  constexpr int kStages = C::kStages;
   constexpr int kCols = C::kCols;
   const int tid = threadIdx.x % 128;
   const int lane = tid % 32, warp = tid / 32;
@@ -230,7 +269,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   auto thr_s = mma_s.get_thread_slice(tid);
   auto thr_o = mma_o.get_thread_slice(tid);
 
-  Tensor sQ = make_tensor(make_smem_ptr(ss.q[wg]), typename C::LayoutQ{});
+  Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<MmaT*>(ss.q[wg])), typename C::LayoutQ{});
   Tensor sP = make_tensor(make_smem_ptr(ss.p[wg]), typename C::LayoutP{});
   Tensor tSrQ = thr_s.partition_fragment_B(sQ);
   Tensor tOrP = thr_o.partition_fragment_B(sP);
@@ -244,6 +283,14 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   // Accumulator element (v0, v1, j) of a 64xN atom sits at row 16*warp + lane/4 + 8*v1 and
   // column 2*(lane%4) + v0 + 8*j; column slot c = v0 + 2*j indexes this thread's columns.
   auto col_of = [&](int c) { return 2 * (lane % 4) + (c % 2) + 8 * (c / 2); };
+  // Latent dim of accumulator value v of O^T atom mi (the FP8 path permutes the rows).
+  auto dv_of = [&](int mi, int v) {
+    return kFp8 ? dv_of_fp8(warp, lane / 4, mi, (v / 2) % 2) : 64 * mi + 16 * warp + lane / 4 + 8 * ((v / 2) % 2);
+  };
+  // FP8: the softmax scale (log2 units) and the cache scale are folded into Q; the output is
+  // scaled by the cache scale (V = the latent part of K).
+  const float kv_scale = kFp8 && p.kv_scale ? *p.kv_scale : 1.f;
+  const float s_mul = kFp8 ? 1.f : p.scale_log2;
 
   int it = 0, piece_idx = 0, red_parity = 0;
   for_each_piece(p, part, [&](const Piece& pc) {
@@ -267,6 +314,28 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     clear(accO);
 
     mbar_wait(&ss.q_full, piece_idx & 1);
+    if constexpr (kFp8) {
+      // Q -> fp16 in place, scaled, each 16-dim k-block permuted as the K fragments expect.
+      const float q_mul = p.scale_log2 * kv_scale * (p.q_scale ? *p.q_scale : 1.f);
+      Tensor sQin = make_tensor(make_smem_ptr(ss.q[wg]), typename C::LayoutQ{});
+      for (int c = tid; c < N * (kDimQK / 16); c += 128) {
+        const int n = c / (kDimQK / 16), kb = c % (kDimQK / 16);
+        uint4 raw[2] = {*reinterpret_cast<const uint4*>(&sQin(n, kb * 16)),
+                        *reinterpret_cast<const uint4*>(&sQin(n, kb * 16 + 8))};
+        const T* in = reinterpret_cast<const T*>(raw);
+        uint4 conv[2];
+        cutlass::half_t* o = reinterpret_cast<cutlass::half_t*>(conv);
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+          const float v = static_cast<float>(in[fp8_k_phys(i)]) * q_mul;
+          o[i] = static_cast<cutlass::half_t>(fminf(fmaxf(v, -65504.f), 65504.f));
+        }
+        *reinterpret_cast<uint4*>(&sQin(n, kb * 16)) = conv[0];
+        *reinterpret_cast<uint4*>(&sQin(n, kb * 16 + 8)) = conv[1];
+      }
+      fence_proxy_async();
+      named_barrier_sync(bar_id, 128);
+    }
     fence_proxy_async();
 
     for (int t = pc.tile_begin; t < pc.tile_end; ++t, ++it) {
@@ -278,23 +347,53 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       continue;
 #endif
 
-      Tensor sK = make_tensor(make_smem_ptr(ss.kv[stage]), typename C::LayoutKV{});
-      Tensor sVt = make_tensor(make_smem_ptr(ss.kv[stage]), typename C::LayoutVt{});
-      Tensor tSrK = thr_s.partition_fragment_A(sK);
-      Tensor tOrVt = thr_o.partition_fragment_A(sVt);
+      uint8_t* tile = ss.kv[stage];
 
       // S^T = K . Q^T
       decltype(accS) accS_part[C::kSChains];
 #pragma unroll
       for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(accS_part[ch]);
-      warpgroup_arrive();
+      if constexpr (kFp8) {
+        // Two k-blocks per ldmatrix.x4: rows 16w..16w+15, units u and u+1 of each row.
+        Tensor tSrK = thr_s.partition_fragment_A(
+            make_tensor(make_smem_ptr(static_cast<MmaT*>(nullptr)), typename C::LayoutKRegs{}));
+        uint32_t* kregs = reinterpret_cast<uint32_t*>(tSrK.data());
+        const int row = 16 * warp + (lane % 8) + 8 * ((lane / 8) % 2);
 #pragma unroll
-      for (int k = 0; k < size<2>(tSrK); ++k) {
-        mma_s.accumulate_ = k < C::kSChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-        cute::gemm(mma_s, tSrK(_, _, k), tSrQ(_, _, k), accS_part[k % C::kSChains]);
+        for (int kp = 0; kp < kDimQK / 32; ++kp) {
+          const int unit = 2 * kp + lane / 16;
+          uint32_t r[4];
+          ldmatrix_x4(r, tile + (unit < kDimV / 16 ? fp8_nope_offset(row, unit)
+                                                   : fp8_rope_offset(row, unit - kDimV / 16)));
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            uint32_t* a = kregs + 4 * (2 * kp + h);
+            e4m3x4_to_f16x4(r[2 * h], a[0], a[2]);
+            e4m3x4_to_f16x4(r[2 * h + 1], a[1], a[3]);
+          }
+          warpgroup_fence_operand(tSrK);
+          warpgroup_arrive();
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int k = 2 * kp + h;
+            mma_s.accumulate_ = k < C::kSChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+            cute::gemm(mma_s, tSrK(_, _, k), tSrQ(_, _, k), accS_part[k % C::kSChains]);
+          }
+          warpgroup_commit_batch();
+        }
+        warpgroup_wait<0>();
+      } else {
+        Tensor sK = make_tensor(make_smem_ptr(reinterpret_cast<T*>(tile)), typename C::LayoutKV{});
+        Tensor tSrK = thr_s.partition_fragment_A(sK);
+        warpgroup_arrive();
+#pragma unroll
+        for (int k = 0; k < size<2>(tSrK); ++k) {
+          mma_s.accumulate_ = k < C::kSChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+          cute::gemm(mma_s, tSrK(_, _, k), tSrQ(_, _, k), accS_part[k % C::kSChains]);
+        }
+        warpgroup_commit_batch();
+        warpgroup_wait<0>();
       }
-      warpgroup_commit_batch();
-      warpgroup_wait<0>();
 #pragma unroll
       for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(accS_part[ch]);
 #pragma unroll
@@ -314,7 +413,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       for (int i = 0; i < size(accS); ++i) {
         const int v0 = i % 2, v1 = (i / 2) % 2, j = i / 4;
         const int c = v0 + 2 * j;
-        float s = accS(i) * p.scale_log2;
+        float s = accS(i) * s_mul;
         if (need_mask) {
           const int pos = t * kTileKV + 16 * warp + lane / 4 + 8 * v1;
           if (pos >= limit[c]) s = -INFINITY;
@@ -370,20 +469,53 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         const int v0 = i % 2, v1 = (i / 2) % 2, j = i / 4;
         const int m = 16 * warp + lane / 4 + 8 * v1;
         const int n = 2 * (lane % 4) + v0 + 8 * j;
-        sP(n, m) = static_cast<T>(accS(i));
+        sP(n, m) = static_cast<MmaT>(accS(i));
       }
       fence_proxy_async();
       named_barrier_sync(bar_id, 128);
 
       // O^T += V^T . P^T
       warpgroup_fence_operand(accO);
-      warpgroup_arrive();
+      if constexpr (kFp8) {
+        // Per 16-row k-block: rows {2q, 2q+1, 2q+8, 2q+9}, this thread's 16 latent bytes of each,
+        // transposed 4x4 in registers into (dim, 2 KV rows) pairs and converted to fp16.
+        Tensor tOrV = thr_o.partition_fragment_A(
+            make_tensor(make_smem_ptr(static_cast<MmaT*>(nullptr)), typename C::LayoutVtRegs{}));
+        uint32_t* vregs = reinterpret_cast<uint32_t*>(tOrV.data());
+        const int g = lane / 4, q4 = lane % 4;
 #pragma unroll
-      for (int k = 0; k < size<2>(tOrVt); ++k) {
-        cute::gemm(mma_o, tOrVt(_, _, k), tOrP(_, _, k), accO);
+        for (int kb = 0; kb < kTileKV / 16; ++kb) {
+          uint4 x[4];
+#pragma unroll
+          for (int s = 0; s < 4; ++s)
+            x[s] = lds128(tile + fp8_nope_offset(16 * kb + 2 * q4 + (s & 1) + 8 * (s >> 1), 8 * warp + g));
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const uint32_t r0 = (&x[0].x)[j], r1 = (&x[1].x)[j], r2 = (&x[2].x)[j], r3 = (&x[3].x)[j];
+            uint32_t* a0 = vregs + 4 * (2 * j) + 32 * kb;      // atom 2j: dims 4j, 4j+1
+            uint32_t* a1 = vregs + 4 * (2 * j + 1) + 32 * kb;  // atom 2j+1: dims 4j+2, 4j+3
+            e4m3x4_to_f16x4(prmt(r0, r1, 0x5140), a0[0], a0[1]);
+            e4m3x4_to_f16x4(prmt(r2, r3, 0x5140), a0[2], a0[3]);
+            e4m3x4_to_f16x4(prmt(r0, r1, 0x7362), a1[0], a1[1]);
+            e4m3x4_to_f16x4(prmt(r2, r3, 0x7362), a1[2], a1[3]);
+          }
+          warpgroup_fence_operand(tOrV);
+          warpgroup_arrive();
+          cute::gemm(mma_o, tOrV(_, _, kb), tOrP(_, _, kb), accO);
+          warpgroup_commit_batch();
+        }
+        warpgroup_wait<0>();
+      } else {
+        Tensor sVt = make_tensor(make_smem_ptr(reinterpret_cast<T*>(tile)), typename C::LayoutVt{});
+        Tensor tOrVt = thr_o.partition_fragment_A(sVt);
+        warpgroup_arrive();
+#pragma unroll
+        for (int k = 0; k < size<2>(tOrVt); ++k) {
+          cute::gemm(mma_o, tOrVt(_, _, k), tOrP(_, _, k), accO);
+        }
+        warpgroup_commit_batch();
+        warpgroup_wait<0>();
       }
-      warpgroup_commit_batch();
-      warpgroup_wait<0>();
       warpgroup_fence_operand(accO);
       mbar_arrive(&ss.empty[stage]);
     }
@@ -414,7 +546,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
 #pragma unroll
     for (int c = 0; c < kCols; ++c) {
       const bool any = l_run[c] > 0.f;
-      inv_l[c] = any ? 1.f / l_run[c] : 0.f;
+      inv_l[c] = any ? kv_scale / l_run[c] : 0.f;
       lse2[c] = any ? m_run[c] + log2f(l_run[c]) : -INFINITY;
     }
 
@@ -433,7 +565,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         for (int v = 0; v < size<0>(accO); ++v) {
           const int c = (v % 2) + 2 * (v / 4);
           const int n = col_of(c);
-          const int d = 64 * mi + 16 * warp + lane / 4 + 8 * ((v / 2) % 2);
+          const int d = dv_of(mi, v);
           stage_buf[n * C::kStagePitch + d] = static_cast<T>(accO(v, mi, 0) * inv_l[c]);
         }
       }
@@ -471,7 +603,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           const int c = (v % 2) + 2 * (v / 4);
           const int n = col_of(c);
           if (!row_valid(n)) continue;
-          const int d = 64 * mi + 16 * warp + lane / 4 + 8 * ((v / 2) % 2);
+          const int d = dv_of(mi, v);
           p.o_accum[(block + wg * N + n) * kDimV + d] = accO(v, mi, 0) * inv_l[c];
         }
       }
@@ -488,11 +620,12 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   });
 }
 
-template <class T, int N>
+template <class T, int N, bool kFp8>
 __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_constant__ DecodeParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr int kStages = Config<T, N, kFp8>::kStages;
   extern __shared__ __align__(1024) char smem_raw[];
-  auto& ss = *reinterpret_cast<SharedStorage<T, N>*>(smem_raw);
+  auto& ss = *reinterpret_cast<SharedStorage<T, N, kFp8>*>(smem_raw);
   const int part = blockIdx.x, group = blockIdx.y;
 
   if (threadIdx.x == 0) {
@@ -509,19 +642,19 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
     cutlass::arch::warpgroup_reg_dealloc<40>();
-    producer<T, N>(p, ss, part, group);
+    producer<T, N, kFp8>(p, ss, part, group);
   } else {
     cutlass::arch::warpgroup_reg_alloc<232>();
-    consumer<T, N>(p, ss, part, group, wg - 1);
+    consumer<T, N, kFp8>(p, ss, part, group, wg - 1);
   }
 #endif
 }
 
-template <class T, int N>
+template <class T, int N, bool kFp8>
 int launch_decode_impl(const DecodeParams& p, void* stream) {
-  constexpr int smem = sizeof(SharedStorage<T, N>);
+  constexpr int smem = sizeof(SharedStorage<T, N, kFp8>);
   static_assert(smem <= 232448, "exceeds the 227 KB of shared memory a Hopper CTA can opt into");
-  auto kernel = decode_kernel<T, N>;
+  auto kernel = decode_kernel<T, N, kFp8>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return int(err);
   dim3 grid(p.num_parts, p.num_groups);
@@ -531,9 +664,10 @@ int launch_decode_impl(const DecodeParams& p, void* stream) {
 
 }  // namespace etap::sm90
 
-#define ETAP_DEFINE_LAUNCH(dt, T, n)                                          \
+// dt names the instance (bf16, fp16, e4m3); T is the query/output type; fp8: e4m3 cache.
+#define ETAP_DEFINE_LAUNCH(dt, T, n, fp8)                                     \
   namespace etap {                                                            \
   int launch_decode_##dt##_n##n(const DecodeParams& p, void* stream) {        \
-    return sm90::launch_decode_impl<T, n>(p, stream);                         \
+    return sm90::launch_decode_impl<T, n, fp8>(p, stream);                    \
   }                                                                           \
   }
