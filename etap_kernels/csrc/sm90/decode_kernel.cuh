@@ -41,8 +41,10 @@ constexpr int kNopeChunks = kDimV / 8;
 template <class T, int N, bool kFp8>
 struct Config {
   static_assert(N % 8 == 0 && N >= 8 && N <= 32, "rows per warpgroup must be 8..32 in steps of 8");
-  using MmaT = std::conditional_t<kFp8, cutlass::half_t, T>;  // WGMMA operand type
-  static constexpr int kStages = kFp8 ? 4 : 2;
+  using MmaT = std::conditional_t<kFp8, cutlass::half_t, T>;  // operand type of O^T's WGMMA
+  using Fp8 = cutlass::float_e4m3_t;
+  // e4m3 tiles are half as big: as many stages as fit beside Q (bf16 staging + e4m3 hi/lo).
+  static constexpr int kStages = kFp8 ? (N <= 16 ? 4 : (N == 24 ? 3 : 2)) : 2;
   static constexpr int kTileBytes = kFp8 ? kFp8TileBytes : kTileKV * kDimQK * int(sizeof(T));
   using SwAtom = GMMA::Layout_K_SW128_Atom<T>;
   using LayoutKV = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTileKV>, Int<kDimQK>>{}));
@@ -52,20 +54,25 @@ struct Config {
       decltype(composition(LayoutV{}, make_layout(Shape<Int<kDimV>, Int<kTileKV>>{}, GenRowMajor{})));
   using LayoutQ = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kDimQK>>{}));
   using LayoutP = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kTileKV>>{}));
-  using MmaS = decltype(make_tiled_mma(std::conditional_t<
-      kFp8,
-      decltype(GMMA::rs_op_selector<MmaT, MmaT, float, Shape<Int<kTileKV>, Int<N>, Int<kDimQK>>,
-                                    GMMA::Major::K, GMMA::Major::K>()),
-      decltype(GMMA::ss_op_selector<T, T, float, Shape<Int<kTileKV>, Int<N>, Int<kDimQK>>,
-                                    GMMA::Major::K, GMMA::Major::K>())>{}));
+  using MmaS = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<T, T, float, Shape<Int<kTileKV>, Int<N>, Int<kDimQK>>, GMMA::Major::K,
+                           GMMA::Major::K>()));
+  // FP8: S^T = K8 . [Qhi | Qlo]^T, one e4m3 WGMMA over 2N columns (fp8_tile.cuh explains).
+  using MmaS8 = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<Fp8, Fp8, float, Shape<Int<kTileKV>, Int<2 * N>, Int<kDimV>>, GMMA::Major::K,
+                           GMMA::Major::K>()));
+  using LayoutK8Nope = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Fp8>{}, Shape<Int<kTileKV>, Int<kDimV>>{}));
+  using LayoutK8Rope = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Fp8>{}, Shape<Int<kTileKV>, Int<kDimRope>>{}));
+  using LayoutQ8Nope = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Fp8>{}, Shape<Int<2 * N>, Int<kDimV>>{}));
+  using LayoutQ8Rope = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Fp8>{}, Shape<Int<2 * N>, Int<kDimRope>>{}));
+  static constexpr int kQ8Bytes = 2 * N * kDimQK;
   using MmaO = decltype(make_tiled_mma(std::conditional_t<
       kFp8,
       decltype(GMMA::rs_op_selector<MmaT, MmaT, float, Shape<Int<kDimV>, Int<N>, Int<kTileKV>>,
                                     GMMA::Major::K, GMMA::Major::K>()),
       decltype(GMMA::ss_op_selector<T, T, float, Shape<Int<kDimV>, Int<N>, Int<kTileKV>>,
                                     GMMA::Major::MN, GMMA::Major::K>())>{}));
-  // Register-A fragments (FP8 path) are shaped by these plain K-major layouts.
-  using LayoutKRegs = Layout<Shape<Int<kTileKV>, Int<kDimQK>>, Stride<Int<kDimQK>, _1>>;
+  // Register-A fragment of V^T (FP8 path), shaped by a plain layout.
   using LayoutVtRegs = Layout<Shape<Int<kDimV>, Int<kTileKV>>, Stride<Int<kTileKV>, _1>>;
   static constexpr int kCols = N / 4;  // query rows (accumulator columns) each thread holds
   // S^T accumulates over 36 k-steps; small-N WGMMAs are latency-bound when chained on one
@@ -85,8 +92,10 @@ struct alignas(1024) SharedStorage {
   using C = Config<T, N, kFp8>;
   static constexpr int kStages = C::kStages;
   alignas(1024) uint8_t kv[kStages][C::kTileBytes];
-  alignas(1024) T q[2][cosize_v<typename C::LayoutQ>];  // FP8 path: converted to fp16 in place
+  alignas(1024) T q[2][cosize_v<typename C::LayoutQ>];
+  alignas(1024) uint8_t q8[2][kFp8 ? C::kQ8Bytes : 16];  // FP8: e4m3 [Qhi; Qlo] per warpgroup
   alignas(1024) typename C::MmaT p[2][cosize_v<typename C::LayoutP>];
+  float q_amax[2][N];           // FP8: per-row max |q|
   float red[2][2][4][N];     // [warpgroup][parity][warp][column]: cross-warp column reductions
   int page_of_row[2][kTileKV];  // producer: page id per tile row (-1 = zero-fill), double-buffered
   uint64_t full[kStages];
@@ -269,7 +278,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   auto thr_s = mma_s.get_thread_slice(tid);
   auto thr_o = mma_o.get_thread_slice(tid);
 
-  Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<MmaT*>(ss.q[wg])), typename C::LayoutQ{});
+  Tensor sQ = make_tensor(make_smem_ptr(ss.q[wg]), typename C::LayoutQ{});
   Tensor sP = make_tensor(make_smem_ptr(ss.p[wg]), typename C::LayoutP{});
   Tensor tSrQ = thr_s.partition_fragment_B(sQ);
   Tensor tOrP = thr_o.partition_fragment_B(sP);
@@ -314,24 +323,71 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     clear(accO);
 
     mbar_wait(&ss.q_full, piece_idx & 1);
+    float mul_hi[kCols], mul_lo[kCols];  // FP8: per-column factors of the hi and lo score halves
     if constexpr (kFp8) {
-      // Q -> fp16 in place, scaled, each 16-dim k-block permuted as the K fragments expect.
-      const float q_mul = p.scale_log2 * kv_scale * (p.q_scale ? *p.q_scale : 1.f);
+      // Q -> e4m3 hi/lo rows, each row scaled so its max |q| maps to 240:
+      //   q * sigma = hi + lo / 16, scores = (K8.hi + K8.lo / 16) * q_mul / sigma.
       Tensor sQin = make_tensor(make_smem_ptr(ss.q[wg]), typename C::LayoutQ{});
-      for (int c = tid; c < N * (kDimQK / 16); c += 128) {
-        const int n = c / (kDimQK / 16), kb = c % (kDimQK / 16);
+      Tensor sQ8n = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(ss.q8[wg])),
+                                typename C::LayoutQ8Nope{});
+      Tensor sQ8r = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(ss.q8[wg] + 2 * N * kDimV)),
+                                typename C::LayoutQ8Rope{});
+      unsigned* amax = reinterpret_cast<unsigned*>(ss.q_amax[wg]);
+      if (tid < N) amax[tid] = 0u;
+      named_barrier_sync(bar_id, 128);
+      auto load16 = [&](int n, int kb, float (&v)[16]) {
         uint4 raw[2] = {*reinterpret_cast<const uint4*>(&sQin(n, kb * 16)),
                         *reinterpret_cast<const uint4*>(&sQin(n, kb * 16 + 8))};
         const T* in = reinterpret_cast<const T*>(raw);
-        uint4 conv[2];
-        cutlass::half_t* o = reinterpret_cast<cutlass::half_t*>(conv);
 #pragma unroll
-        for (int i = 0; i < 16; ++i) {
-          const float v = static_cast<float>(in[fp8_k_phys(i)]) * q_mul;
-          o[i] = static_cast<cutlass::half_t>(fminf(fmaxf(v, -65504.f), 65504.f));
+        for (int i = 0; i < 16; ++i) v[i] = static_cast<float>(in[i]);
+      };
+      for (int c = tid; c < N * (kDimQK / 16); c += 128) {
+        const int n = c / (kDimQK / 16), kb = c % (kDimQK / 16);
+        float v[16], m = 0.f;
+        load16(n, kb, v);
+#pragma unroll
+        for (int i = 0; i < 16; ++i) m = fmaxf(m, fabsf(v[i]));
+        atomicMax(&amax[n], __float_as_uint(m));  // non-negative floats order as unsigned ints
+      }
+      named_barrier_sync(bar_id, 128);
+      auto sigma_of = [&](int n) {
+        const float am = __uint_as_float(amax[n]);
+        return am > 0.f && am < INFINITY ? 240.f / am : 1.f;
+      };
+      for (int c = tid; c < N * (kDimQK / 16); c += 128) {
+        const int n = c / (kDimQK / 16), kb = c % (kDimQK / 16);
+        float v[16];
+        load16(n, kb, v);
+        const float sigma = sigma_of(n);
+        uint4 hi, lo;
+        uint32_t* h = &hi.x;
+        uint32_t* l = &lo.x;
+#pragma unroll
+        for (int i = 0; i < 16; i += 4) {
+          float a[4], r[4];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) a[j] = v[i + j] * sigma;
+          h[i / 4] = f32x4_to_e4m3x4(a[0], a[1], a[2], a[3]);
+          float back[4];
+          e4m3x4_to_f32x4(h[i / 4], back);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) r[j] = (a[j] - back[j]) * 16.f;
+          l[i / 4] = f32x4_to_e4m3x4(r[0], r[1], r[2], r[3]);
         }
-        *reinterpret_cast<uint4*>(&sQin(n, kb * 16)) = conv[0];
-        *reinterpret_cast<uint4*>(&sQin(n, kb * 16 + 8)) = conv[1];
+        if (kb < kDimV / 16) {
+          *reinterpret_cast<uint4*>(&sQ8n(n, kb * 16)) = hi;
+          *reinterpret_cast<uint4*>(&sQ8n(n + N, kb * 16)) = lo;
+        } else {
+          *reinterpret_cast<uint4*>(&sQ8r(n, kb * 16 - kDimV)) = hi;
+          *reinterpret_cast<uint4*>(&sQ8r(n + N, kb * 16 - kDimV)) = lo;
+        }
+      }
+      const float q_mul = p.scale_log2 * kv_scale * (p.q_scale ? *p.q_scale : 1.f);
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+        mul_hi[c] = q_mul / sigma_of(col_of(c));
+        mul_lo[c] = mul_hi[c] * (1.f / 16.f);
       }
       fence_proxy_async();
       named_barrier_sync(bar_id, 128);
@@ -350,41 +406,56 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       uint8_t* tile = ss.kv[stage];
 
       // S^T = K . Q^T
-      decltype(accS) accS_part[C::kSChains];
-#pragma unroll
-      for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(accS_part[ch]);
       if constexpr (kFp8) {
-        // Two k-blocks per ldmatrix.x4: rows 16w..16w+15, units u and u+1 of each row.
-        Tensor tSrK = thr_s.partition_fragment_A(
-            make_tensor(make_smem_ptr(static_cast<MmaT*>(nullptr)), typename C::LayoutKRegs{}));
-        uint32_t* kregs = reinterpret_cast<uint32_t*>(tSrK.data());
-        const int row = 16 * warp + (lane % 8) + 8 * ((lane / 8) % 2);
+        typename C::MmaS8 mma_s8;
+        auto thr_s8 = mma_s8.get_thread_slice(tid);
+        Tensor sKn = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(tile)), typename C::LayoutK8Nope{});
+        Tensor sKr = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(tile + kFp8RopeOffset)),
+                                 typename C::LayoutK8Rope{});
+        Tensor sQ8n = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(ss.q8[wg])),
+                                  typename C::LayoutQ8Nope{});
+        Tensor sQ8r = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(ss.q8[wg] + 2 * N * kDimV)),
+                                  typename C::LayoutQ8Rope{});
+        Tensor tAn = thr_s8.partition_fragment_A(sKn);
+        Tensor tAr = thr_s8.partition_fragment_A(sKr);
+        Tensor tBn = thr_s8.partition_fragment_B(sQ8n);
+        Tensor tBr = thr_s8.partition_fragment_B(sQ8r);
+        using Acc8 = decltype(partition_fragment_C(mma_s8, Shape<Int<kTileKV>, Int<2 * N>>{}));
+        Acc8 acc8[C::kSChains];
 #pragma unroll
-        for (int kp = 0; kp < kDimQK / 32; ++kp) {
-          const int unit = 2 * kp + lane / 16;
-          uint32_t r[4];
-          ldmatrix_x4(r, tile + (unit < kDimV / 16 ? fp8_nope_offset(row, unit)
-                                                   : fp8_rope_offset(row, unit - kDimV / 16)));
+        for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(acc8[ch]);
+        warpgroup_arrive();
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            uint32_t* a = kregs + 4 * (2 * kp + h);
-            e4m3x4_to_f16x4(r[2 * h], a[0], a[2]);
-            e4m3x4_to_f16x4(r[2 * h + 1], a[1], a[3]);
-          }
-          warpgroup_fence_operand(tSrK);
-          warpgroup_arrive();
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int k = 2 * kp + h;
-            mma_s.accumulate_ = k < C::kSChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-            cute::gemm(mma_s, tSrK(_, _, k), tSrQ(_, _, k), accS_part[k % C::kSChains]);
-          }
-          warpgroup_commit_batch();
+        for (int k = 0; k < size<2>(tAn) + size<2>(tAr); ++k) {
+          mma_s8.accumulate_ = k < C::kSChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+          if (k < size<2>(tAn))
+            cute::gemm(mma_s8, tAn(_, _, k), tBn(_, _, k), acc8[k % C::kSChains]);
+          else
+            cute::gemm(mma_s8, tAr(_, _, k - size<2>(tAn)), tBr(_, _, k - size<2>(tAn)), acc8[k % C::kSChains]);
         }
+        warpgroup_commit_batch();
         warpgroup_wait<0>();
+#pragma unroll
+        for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(acc8[ch]);
+        // Column n of the hi half and column n + N of the lo half sit in the same thread, N / 2
+        // fragment values apart.
+#pragma unroll
+        for (int i = 0; i < size(accS); ++i) {
+          const int c = (i % 2) + 2 * (i / 4);
+          float hi = 0.f, lo = 0.f;
+#pragma unroll
+          for (int ch = 0; ch < C::kSChains; ++ch) {
+            hi += acc8[ch](i);
+            lo += acc8[ch](i + N / 2);
+          }
+          accS(i) = hi * mul_hi[c] + lo * mul_lo[c];
+        }
       } else {
         Tensor sK = make_tensor(make_smem_ptr(reinterpret_cast<T*>(tile)), typename C::LayoutKV{});
         Tensor tSrK = thr_s.partition_fragment_A(sK);
+        decltype(accS) accS_part[C::kSChains];
+#pragma unroll
+        for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(accS_part[ch]);
         warpgroup_arrive();
 #pragma unroll
         for (int k = 0; k < size<2>(tSrK); ++k) {
@@ -393,15 +464,15 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         }
         warpgroup_commit_batch();
         warpgroup_wait<0>();
-      }
 #pragma unroll
-      for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(accS_part[ch]);
+        for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(accS_part[ch]);
 #pragma unroll
-      for (int i = 0; i < size(accS); ++i) {
-        float sum = accS_part[0](i);
+        for (int i = 0; i < size(accS); ++i) {
+          float sum = accS_part[0](i);
 #pragma unroll
-        for (int ch = 1; ch < C::kSChains; ++ch) sum += accS_part[ch](i);
-        accS(i) = sum;
+          for (int ch = 1; ch < C::kSChains; ++ch) sum += accS_part[ch](i);
+          accS(i) = sum;
+        }
       }
 
       // Scale into log2 units and mask positions past each column's limit.
@@ -481,8 +552,9 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         // transposed 4x4 in registers into (dim, 2 KV rows) pairs and converted to fp16.
         Tensor tOrV = thr_o.partition_fragment_A(
             make_tensor(make_smem_ptr(static_cast<MmaT*>(nullptr)), typename C::LayoutVtRegs{}));
-        uint32_t* vregs = reinterpret_cast<uint32_t*>(tOrV.data());
         const int g = lane / 4, q4 = lane % 4;
+        // The four registers of atom mi, k-block kb (the fragment's first mode is compact).
+        auto vregs = [&](int mi, int kb) { return reinterpret_cast<uint32_t*>(&tOrV(0, mi, kb)); };
 #pragma unroll
         for (int kb = 0; kb < kTileKV / 16; ++kb) {
           uint4 x[4];
@@ -492,8 +564,8 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
             const uint32_t r0 = (&x[0].x)[j], r1 = (&x[1].x)[j], r2 = (&x[2].x)[j], r3 = (&x[3].x)[j];
-            uint32_t* a0 = vregs + 4 * (2 * j) + 32 * kb;      // atom 2j: dims 4j, 4j+1
-            uint32_t* a1 = vregs + 4 * (2 * j + 1) + 32 * kb;  // atom 2j+1: dims 4j+2, 4j+3
+            uint32_t* a0 = vregs(2 * j, kb);      // atom 2j: dims 4j, 4j+1
+            uint32_t* a1 = vregs(2 * j + 1, kb);  // atom 2j+1: dims 4j+2, 4j+3
             e4m3x4_to_f16x4(prmt(r0, r1, 0x5140), a0[0], a0[1]);
             e4m3x4_to_f16x4(prmt(r2, r3, 0x5140), a0[2], a0[3]);
             e4m3x4_to_f16x4(prmt(r0, r1, 0x7362), a1[0], a1[1]);

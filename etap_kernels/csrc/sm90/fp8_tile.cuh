@@ -1,20 +1,21 @@
-// FP8 (e4m3) KV tiles: shared-memory layout, and the register fragments that feed fp16 WGMMAs.
+// FP8 (e4m3) KV tiles: shared-memory layout, and how the two GEMMs of a tile read it.
 //
 // A 64-row tile of e4m3 cache rows takes 36864 bytes:
 //   latent (512 B per row): 4 chunks of [64 rows][128 B], 128B-swizzled (16-byte unit ^= row % 8)
 //   rope   (64 B per row):  [64 rows][64 B], 64B-swizzled (unit ^= (row / 2) % 4)
 // exactly what the TMA boxes (128 x rows, 64 x rows) write, and what cp.async writes by hand.
 //
-// WGMMA reads 8-bit A operands only K-major, and V^T (K = KV rows) is not, so both GEMMs take
-// A from registers: each consumer thread loads its bytes, converts e4m3 -> fp16 (exact) and
-// issues register-A (RS) WGMMAs. Which bytes a thread needs fixes two permutations:
-// - S^T = K.Q^T: ldmatrix hands thread (g = lane/4, q = lane%4) the 4 bytes 4q..4q+3 of a
-//   16-wide k-block of one row; the fragment wants k = {2q, 2q+1, 2q+8, 2q+9}. So the query's
-//   16 dims of every k-block are permuted the same way when Q is converted (logical p <- phys).
-// - O^T = V^T.P^T: a thread owns 16 contiguous latent dims of a warp's 128 and transposes 4x4
-//   byte blocks (4 KV rows x 4 dims) in registers, so accumulator row g + 8h of atom mi holds
-//   latent dim 128*warp + 16*g + 2*mi + h (dv_of_fp8), undone when the output is written.
+// S^T = K.Q^T runs as an e4m3 WGMMA straight from this tile (K-major, as TMA wrote it) against
+// Q split into two e4m3 rows per query row, hi + lo / 16 (about bf16's precision), each row
+// scaled so its max |q| maps to 240; the two halves are recombined in fp32 with the row's scale.
+// O^T = V^T.P^T needs V^T as A, which is not K-major, and WGMMA reads 8-bit operands only
+// K-major, so V^T comes from registers: each thread owns 16 contiguous latent dims of its
+// warp's 128, loads them for 4 KV rows per k-block, transposes 4x4 byte blocks in registers and
+// converts e4m3 -> fp16 (exact); accumulator row g + 8h of atom mi then holds latent dim
+// 128*warp + 16*g + 2*mi + h (dv_of_fp8), undone when the output is written. P is fp16.
 #pragma once
+#include <cuda_fp16.h>
+
 #include <cstdint>
 
 #include "../etap_params.h"
@@ -34,19 +35,10 @@ __device__ __forceinline__ int fp8_rope_offset(int row, int unit) {
   return kFp8RopeOffset + row * 64 + ((unit ^ ((row >> 1) & 3)) << 4);
 }
 
-// Physical position (0..15) inside a 16-dim k-block of logical fragment position p.
-__host__ __device__ constexpr int fp8_k_phys(int p) { return 4 * ((p % 8) / 2) + 2 * (p / 8) + p % 2; }
-
 // Latent dim held by accumulator value (row half h = 0/1) of atom mi for a thread of `warp`
 // whose lane / 4 is g (the O^T rows are permuted so each thread loads 16 contiguous bytes).
 __device__ __forceinline__ int dv_of_fp8(int warp, int g, int mi, int h) {
   return 128 * warp + 16 * g + 2 * mi + h;
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(static_cast<uint32_t>(__cvta_generic_to_shared(smem))));
 }
 
 __device__ __forceinline__ uint4 lds128(const void* smem) {
@@ -69,6 +61,26 @@ __device__ __forceinline__ void e4m3x4_to_f16x4(uint32_t x, uint32_t& lo, uint32
       " cvt.rn.f16x2.e4m3x2 %0, l;\n cvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
       : "=r"(lo), "=r"(hi)
       : "r"(x));
+}
+
+// Four floats -> four e4m3 bytes [d c b a] (round to nearest, saturating to +-448).
+__device__ __forceinline__ uint32_t f32x4_to_e4m3x4(float a, float b, float c, float d) {
+  uint32_t r;
+  asm("{\n .reg .b16 lo, hi;\n cvt.rn.satfinite.e4m3x2.f32 lo, %2, %1;\n"
+      " cvt.rn.satfinite.e4m3x2.f32 hi, %4, %3;\n mov.b32 %0, {lo, hi};\n}\n"
+      : "=r"(r)
+      : "f"(a), "f"(b), "f"(c), "f"(d));
+  return r;
+}
+
+__device__ __forceinline__ void e4m3x4_to_f32x4(uint32_t x, float (&f)[4]) {
+  uint32_t lo, hi;
+  e4m3x4_to_f16x4(x, lo, hi);
+  const __half2 l = *reinterpret_cast<const __half2*>(&lo), h = *reinterpret_cast<const __half2*>(&hi);
+  f[0] = __low2float(l);
+  f[1] = __high2float(l);
+  f[2] = __low2float(h);
+  f[3] = __high2float(h);
 }
 
 }  // namespace etap::sm90
