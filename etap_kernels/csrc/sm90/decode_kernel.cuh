@@ -87,16 +87,23 @@ struct Config {
   static_assert(N * kStagePitch <= N * kDimQK, "staging must fit in the Q buffer");
 };
 
+// FP8 only (an empty base otherwise, so the 16-bit layouts keep every byte).
+template <bool kFp8, int N>
+struct Fp8Storage {};
+template <int N>
+struct Fp8Storage<true, N> {
+  alignas(1024) uint8_t q8[2][2 * N * kDimQK];  // e4m3 [Qhi; Qlo] per warpgroup
+};
+
 template <class T, int N, bool kFp8>
-struct alignas(1024) SharedStorage {
+struct alignas(1024) SharedStorage : Fp8Storage<kFp8, N> {
   using C = Config<T, N, kFp8>;
   static constexpr int kStages = C::kStages;
   alignas(1024) uint8_t kv[kStages][C::kTileBytes];
   alignas(1024) T q[2][cosize_v<typename C::LayoutQ>];
-  alignas(1024) uint8_t q8[2][kFp8 ? C::kQ8Bytes : 16];  // FP8: e4m3 [Qhi; Qlo] per warpgroup
   alignas(1024) typename C::MmaT p[2][cosize_v<typename C::LayoutP>];
-  float q_amax[2][N];           // FP8: per-row max |q|
   float red[2][2][4][N];     // [warpgroup][parity][warp][column]: cross-warp column reductions
+  float q_amax[2][kFp8 ? N : 1];  // FP8: per-row max |q| (kept here: in the base it would cost 1 KB of alignment)
   int page_of_row[2][kTileKV];  // producer: page id per tile row (-1 = zero-fill), double-buffered
   uint64_t full[kStages];
   uint64_t empty[kStages];
