@@ -29,6 +29,7 @@ HEAD_DIM_V = 512
 HEAD_DIM_ROPE = HEAD_DIM_QK - HEAD_DIM_V
 TILE_KV = 64
 ROWS_PER_CTA = 64
+ROWS_PER_CTA_FP8 = 32
 META_INTS = 8
 
 # Value checks that read device memory (lengths vs page-table capacity) cost a host sync; they
@@ -65,20 +66,21 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def row_grouping(rows: int) -> Tuple[int, int, int]:
+def row_grouping(rows: int, fp8: bool = False) -> Tuple[int, int, int]:
     """(num_groups, rows_per_group, rows_per_warpgroup) for ``rows`` = s_q * h_q query rows.
 
     A CTA serves up to 64 rows split over two consumer warpgroups; each warpgroup's WGMMA N is
-    its row count rounded up to a multiple of 8 (8..32).
+    its row count rounded up to a multiple of 8 (8..32). An FP8 cache keeps V^T in registers
+    (register-A WGMMA), which leaves room for N <= 16 only: 32 rows per CTA.
     """
-    groups = _cdiv(rows, ROWS_PER_CTA)
+    groups = _cdiv(rows, ROWS_PER_CTA_FP8 if fp8 else ROWS_PER_CTA)
     per_group = _cdiv(rows, groups)
     per_wg = 8 * _cdiv(_cdiv(per_group, 2), 8)
     return groups, per_group, per_wg
 
 
-def num_sm_parts(rows: int, device: torch.device) -> int:
-    groups, _, _ = row_grouping(rows)
+def num_sm_parts(rows: int, device: torch.device, fp8: bool = False) -> int:
+    groups, _, _ = row_grouping(rows, fp8)
     return max(1, _sm_count(device) // groups)
 
 
@@ -145,14 +147,16 @@ def _capturing() -> bool:
 # ----------------------------------------------------------------------------- metadata
 
 def get_mla_metadata(
-    cache_seqlens: torch.Tensor, num_q_tokens_per_head_k: int, num_heads_k: int
+    cache_seqlens: torch.Tensor, num_q_tokens_per_head_k: int, num_heads_k: int, is_fp8_kvcache: bool = False
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Split-KV schedule for a decode step (FlashMLA's signature).
 
     Returns ``(tile_scheduler_metadata int32 [num_sm_parts, 8], num_splits int32 [b + 1])``,
     computed on the GPU from ``cache_seqlens`` without a host synchronisation, so the call can be
     captured in a CUDA graph and replayed with new lengths. Compute it once per decode step and
-    pass it to every layer. ``num_q_tokens_per_head_k`` is ``s_q * h_q // h_k``.
+    pass it to every layer. ``num_q_tokens_per_head_k`` is ``s_q * h_q // h_k``; set
+    ``is_fp8_kvcache`` (FlashMLA's name) for an e4m3 cache, whose CTAs serve fewer rows. A schedule
+    made for the other cache type stays correct, it only fills the GPU less evenly.
     """
     _int32_vector("cache_seqlens", cache_seqlens)
     if isinstance(num_heads_k, bool) or not isinstance(num_heads_k, int):
@@ -166,7 +170,9 @@ def get_mla_metadata(
     if cache_seqlens.shape[0] < 1:
         raise ValueError("cache_seqlens must hold at least one sequence")
     _same_device(cache_seqlens.device)
-    parts = num_sm_parts(num_q_tokens_per_head_k * num_heads_k, cache_seqlens.device)
+    if not isinstance(is_fp8_kvcache, bool):
+        raise TypeError("is_fp8_kvcache must be a bool")
+    parts = num_sm_parts(num_q_tokens_per_head_k * num_heads_k, cache_seqlens.device, is_fp8_kvcache)
     meta, num_splits = load_extension().get_metadata(cache_seqlens, parts)
     return meta, num_splits
 
@@ -316,7 +322,7 @@ def mla_decode(
         lse = torch.empty((b, h_q, s_q), dtype=torch.float32, device=device)
     if page_table.numel() == 0:  # keep a valid pointer; every sequence then has length 0
         page_table = torch.zeros(1, dtype=torch.int32, device=device)
-    groups, per_group, per_wg = row_grouping(s_q * h_q)
+    groups, per_group, per_wg = row_grouping(s_q * h_q, fp8)
     parts = tile_scheduler_metadata.shape[0]
     o_accum = torch.empty((2 * parts, groups, ROWS_PER_CTA, HEAD_DIM_V), dtype=torch.float32, device=device)
     lse_accum = torch.empty((2 * parts, groups, ROWS_PER_CTA), dtype=torch.float32, device=device)

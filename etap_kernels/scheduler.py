@@ -65,6 +65,7 @@ from typing import Iterator, List, Sequence, Tuple
 TILE = 64
 FIXED_COST = 5
 ROWS_PER_CTA = 64
+ROWS_PER_CTA_FP8 = 32  # an e4m3 cache: N <= 16 per warpgroup
 META_INTS = 8
 
 __all__ = [
@@ -87,16 +88,16 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def num_row_groups(rows: int) -> int:
-    """CTAs per part needed for ``rows = s_q * h_q`` query rows (64 rows per CTA)."""
+def num_row_groups(rows: int, fp8: bool = False) -> int:
+    """CTAs per part needed for ``rows = s_q * h_q`` query rows (64 rows per CTA, 32 for FP8)."""
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
-    return cdiv(rows, ROWS_PER_CTA)
+    return cdiv(rows, ROWS_PER_CTA_FP8 if fp8 else ROWS_PER_CTA)
 
 
-def num_sm_parts(num_sms: int, rows: int) -> int:
+def num_sm_parts(num_sms: int, rows: int, fp8: bool = False) -> int:
     """Parts of the split-KV schedule: one wave of ``num_parts * num_row_groups`` CTAs."""
-    return max(1, num_sms // num_row_groups(rows))
+    return max(1, num_sms // num_row_groups(rows, fp8))
 
 
 def num_tiles(seqlen: int) -> int:

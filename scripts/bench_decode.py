@@ -117,7 +117,7 @@ class Case:
 
 
 def etap_calls(case: Case):
-    meta, splits = etap_kernels.get_mla_metadata(case.seqlens, case.s_q * case.h_q, 1)
+    meta, splits = etap_kernels.get_mla_metadata(case.seqlens, case.s_q * case.h_q, 1, is_fp8_kvcache=case.fp8)
     ckv, kpe = case.k_cache[:, :, 0, :512], case.k_cache[:, :, 0, 512:]
     qn, qr = case.q[..., :512], case.q[..., 512:]
     out = torch.empty(case.b, case.s_q, case.h_q, 512, dtype=case.dtype, device="cuda")

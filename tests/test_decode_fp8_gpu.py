@@ -58,7 +58,7 @@ def test_fp8_decode_matches_reference(case, seed):
         b, s_q, h_q, lens, page_size, layout, gen)
     kv_scale = 0.025 * (1 + 0.5 * torch.rand((), generator=gen).item())
     kv_scale_t = torch.tensor([kv_scale], dtype=torch.float32, device="cuda")
-    meta, splits = etap_kernels.get_mla_metadata(seqlens, s_q * h_q, 1)
+    meta, splits = etap_kernels.get_mla_metadata(seqlens, s_q * h_q, 1, is_fp8_kvcache=True)
     out = torch.full((b, s_q, h_q, 512), float("nan"), dtype=torch.bfloat16, device="cuda")
     lse = torch.full((b, h_q, s_q), float("nan"), dtype=torch.float32, device="cuda")
     q_ref, q_scale = q, 1.0
@@ -87,7 +87,8 @@ def test_fp8_decode_matches_reference(case, seed):
     assert out.dtype == torch.bfloat16
     assert not torch.isnan(out).any(), "unwritten or NaN output elements"
     err = _rel_err(out, ref_out)
-    _check_lse(lse, ref_lse)
+    # Q enters the e4m3 WGMMA as hi + lo e4m3 parts: 7 significant bits, one fewer than bf16.
+    _check_lse(lse, ref_lse, tol=5e-3)
 
     fm_err = None
     flashmla = load_flashmla_fp8()
@@ -112,11 +113,11 @@ def test_fp8_cuda_graph_replay_with_new_scale_and_lengths(seed):
     q, k_cache, ckv, kpe, seqlens, block_table, *_ = _fp8_inputs(b, s_q, h_q, [8192] * b, page, "flashmla_bf16_q", gen)
     seqlens.copy_(torch.tensor(lens, dtype=torch.int32))
     scale = torch.tensor([0.03], dtype=torch.float32, device="cuda")
-    meta, splits = etap_kernels.get_mla_metadata(seqlens, s_q * h_q, 1)
+    meta, splits = etap_kernels.get_mla_metadata(seqlens, s_q * h_q, 1, is_fp8_kvcache=True)
     out = torch.empty(b, s_q, h_q, 512, dtype=torch.bfloat16, device="cuda")
 
     def step():
-        m, s = etap_kernels.get_mla_metadata(seqlens, s_q * h_q, 1)
+        m, s = etap_kernels.get_mla_metadata(seqlens, s_q * h_q, 1, is_fp8_kvcache=True)
         o, _ = etap_kernels.flash_mla_with_kvcache(q, k_cache, block_table, seqlens, 512, m, s, descale_k=scale)
         out.copy_(o)
 

@@ -118,6 +118,14 @@ def test_row_grouping_covers_rows_with_padding_below_8(rows):
     assert 2 * per_wg - per_group < 16
 
 
+@pytest.mark.parametrize("rows", list(range(1, 257)))
+def test_row_grouping_fp8_keeps_n_at_most_16(rows):
+    groups, per_group, per_wg = row_grouping(rows, fp8=True)
+    assert groups * per_group >= rows > (groups - 1) * per_group
+    assert per_group <= 32 and per_wg in (8, 16)
+    assert 2 * per_wg >= per_group
+
+
 FP8 = torch.float8_e4m3fn
 
 

@@ -165,12 +165,13 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
 
   void* stream = at::cuda::getCurrentCUDAStream().stream();
   const bool fp16 = dtype == at::kHalf;
-  int err = 0;
+  int err = -1;
   const std::string instance = fp8 ? "e4m3" : fp16 ? "fp16" : "bf16";
 #define ETAP_DISPATCH(dt, n) \
   if (instance == #dt && rows_per_wg == n) err = etap::launch_decode_##dt##_n##n(p, stream);
   ETAP_FOR_EACH_INSTANCE(ETAP_DISPATCH)
 #undef ETAP_DISPATCH
+  TORCH_CHECK(err != -1, "no ", instance, " kernel for ", rows_per_wg, " rows per warpgroup");
   check_cuda(err, "decode");
   check_cuda(etap::launch_combine(p, fp16, stream), "combine");
 }

@@ -44,7 +44,8 @@ struct Config {
   using MmaT = std::conditional_t<kFp8, cutlass::half_t, T>;  // operand type of O^T's WGMMA
   using Fp8 = cutlass::float_e4m3_t;
   // e4m3 tiles are half as big: as many stages as fit beside Q (bf16 staging + e4m3 hi/lo).
-  static constexpr int kStages = kFp8 ? (N <= 16 ? 4 : (N == 24 ? 3 : 2)) : 2;
+  static_assert(!kFp8 || N <= 16, "FP8: V^T fragments in registers leave room for N <= 16 only");
+  static constexpr int kStages = kFp8 ? 4 : 2;
   static constexpr int kTileBytes = kFp8 ? kFp8TileBytes : kTileKV * kDimQK * int(sizeof(T));
   using SwAtom = GMMA::Layout_K_SW128_Atom<T>;
   using LayoutKV = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTileKV>, Int<kDimQK>>{}));
