@@ -18,6 +18,7 @@ is accepted by ``flash_mla_with_kvcache``; such ``q`` is widened to bf16 exactly
 from __future__ import annotations
 
 import math
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -30,6 +31,11 @@ HEAD_DIM_ROPE = HEAD_DIM_QK - HEAD_DIM_V
 TILE_KV = 64
 ROWS_PER_CTA = 64
 ROWS_PER_CTA_FP8 = 32
+# Groups of at most this many rows run "KV split": one warpgroup's N covers every row, and the two
+# consumer warpgroups take alternate KV tiles, so twice the tiles are in flight per SM. Worth it
+# where a tile's math chain is long next to its load time (e4m3 tiles are half the bytes).
+KV_SPLIT_MAX_ROWS = int(os.environ.get("ETAP_KV_SPLIT_MAX_ROWS", "8"))
+KV_SPLIT_MAX_ROWS_FP8 = int(os.environ.get("ETAP_KV_SPLIT_MAX_ROWS_FP8", "16"))
 META_INTS = 8
 
 # Value checks that read device memory (lengths vs page-table capacity) cost a host sync; they
@@ -71,11 +77,15 @@ def row_grouping(rows: int, fp8: bool = False) -> Tuple[int, int, int]:
 
     A CTA serves up to 64 rows split over two consumer warpgroups; each warpgroup's WGMMA N is
     its row count rounded up to a multiple of 8 (8..32). An FP8 cache keeps V^T in registers
-    (register-A WGMMA), which leaves room for N <= 16 only: 32 rows per CTA.
+    (register-A WGMMA), which leaves room for N <= 16 only: 32 rows per CTA. Small groups run
+    KV split (``rows_per_warpgroup >= rows_per_group``): both warpgroups hold all the rows.
     """
     groups = _cdiv(rows, ROWS_PER_CTA_FP8 if fp8 else ROWS_PER_CTA)
     per_group = _cdiv(rows, groups)
-    per_wg = 8 * _cdiv(_cdiv(per_group, 2), 8)
+    if per_group <= (KV_SPLIT_MAX_ROWS_FP8 if fp8 else KV_SPLIT_MAX_ROWS):
+        per_wg = 8 * _cdiv(per_group, 8)
+    else:
+        per_wg = 8 * _cdiv(_cdiv(per_group, 2), 8)
     return groups, per_group, per_wg
 
 

@@ -157,6 +157,7 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
   p.rows_per_group = int(rows_per_group);
   p.num_groups = int(num_groups);
   p.rows_per_wg = int(rows_per_wg);
+  p.kv_split = rows_per_wg >= rows_per_group ? 1 : 0;
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
   p.q_scale = q_scale.has_value() ? q_scale->data_ptr<float>() : nullptr;

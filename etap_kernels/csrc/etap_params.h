@@ -73,6 +73,9 @@ struct DecodeParams {
   int rows_per_group;        // query rows per CTA (<= 64)
   int num_groups;
   int rows_per_wg;           // N of the WGMMAs (multiple of 8)
+  // 1 when one warpgroup holds all of a CTA's rows: the two consumer warpgroups then take
+  // alternate KV tiles (twice the tiles in flight) and merge their softmax states per piece.
+  int kv_split;
   float scale_log2;          // softmax_scale * log2(e)
   // e4m3 cache only (nullptr = 1): scores use q_scale * kv_scale, the output kv_scale.
   const float* q_scale;

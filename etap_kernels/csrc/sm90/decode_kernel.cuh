@@ -35,6 +35,7 @@ namespace etap::sm90 {
 using namespace cute;
 
 constexpr int kThreads = 384;
+constexpr int kMergeBarrier = 4;  // named barriers: 0 CTA, 1 producer, 2-3 consumer warpgroups
 constexpr int kChunksPerRow = kDimQK / 8;  // 16-byte chunks per 576-wide row
 constexpr int kNopeChunks = kDimV / 8;
 
@@ -187,7 +188,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
       for (int c = tid; c < 2 * N * kChunksPerRow; c += 128) {
         const int row = c / kChunksPerRow, chunk = c % kChunksPerRow;
         const int wg = row / N, r = row % N;
-        const int local = wg * N + r;
+        const int local = p.kv_split ? r : wg * N + r;  // KV split: both warpgroups hold the same rows
         const int grow = group * p.rows_per_group + local;
         const bool valid = local < p.rows_per_group && grow < p.rows;
         const int tok = valid ? grow / p.h_q : 0, head = valid ? grow % p.h_q : 0;
@@ -280,6 +281,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   const int tid = threadIdx.x % 128;
   const int lane = tid % 32, warp = tid / 32;
   const int bar_id = 2 + wg;
+  const int wg_row0 = p.kv_split ? 0 : wg * N;  // this warpgroup's first row within the group
 
   typename C::MmaS mma_s;
   typename C::MmaO mma_o;
@@ -316,7 +318,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     int min_limit = len;
 #pragma unroll
     for (int c = 0; c < kCols; ++c) {
-      const int grow = group * p.rows_per_group + wg * N + col_of(c);
+      const int grow = group * p.rows_per_group + wg_row0 + col_of(c);
       const int tok = grow / p.h_q;
       limit[c] = p.causal ? len - (p.s_q - 1 - tok) : len;
       min_limit = min(min_limit, limit[c]);
@@ -403,6 +405,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     fence_proxy_async();
 
     for (int t = pc.tile_begin; t < pc.tile_end; ++t, ++it) {
+      if (p.kv_split && (it & 1) != wg) continue;  // the other warpgroup's tile
       const int stage = it % kStages;
       mbar_wait(&ss.full[stage], (it / kStages) & 1);
       fence_proxy_async();  // cp.async (generic proxy) writes -> WGMMA (async proxy) reads
@@ -622,6 +625,63 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       }
     }
 
+    if (p.kv_split) {
+      // Merge the two warpgroups' (m, l, O) for the same rows. Each Q buffer is free now (its
+      // warpgroup's WGMMAs are done): its tail holds that warpgroup's (m, l), and warpgroup 1's
+      // rescaled O passes to warpgroup 0 through its Q buffer in two halves, fragment by fragment.
+      constexpr int kV = decltype(size<0>(accO))::value;
+      constexpr int kHalf = decltype(size<1>(accO))::value / 2;
+      static_assert(kHalf * kV * 128 * 4 + 2 * N * 4 <= int(sizeof(ss.q[0])), "merge staging fits in Q");
+      auto ml_of = [&](int w) { return reinterpret_cast<float*>(ss.q[w]) + kHalf * kV * 128; };
+      if (warp == 0 && lane < 4) {
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) {
+          ml_of(wg)[2 * col_of(c)] = m_run[c];
+          ml_of(wg)[2 * col_of(c) + 1] = l_run[c];
+        }
+      }
+      named_barrier_sync(kMergeBarrier, 256);
+      float scale_own[kCols];
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+        const int n = col_of(c);
+        const float m0 = ml_of(0)[2 * n], l0 = ml_of(0)[2 * n + 1];
+        const float m1 = ml_of(1)[2 * n], l1 = ml_of(1)[2 * n + 1];
+        const float m = fmaxf(m0, m1);
+        const float b = m == -INFINITY ? 0.f : m;
+        const float a0 = exp2f(m0 - b), a1 = exp2f(m1 - b);  // 0 for a warpgroup without keys
+        scale_own[c] = wg == 0 ? a0 : a1;
+        m_run[c] = m;
+        l_run[c] = l0 * a0 + l1 * a1;
+      }
+      float* xfer = reinterpret_cast<float*>(ss.q[1]);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        if (wg == 1) {
+#pragma unroll
+          for (int mi = 0; mi < kHalf; ++mi)
+#pragma unroll
+            for (int v = 0; v < kV; ++v)
+              xfer[(mi * kV + v) * 128 + tid] = accO(v, h * kHalf + mi, 0) * scale_own[(v % 2) + 2 * (v / 4)];
+        }
+        named_barrier_sync(kMergeBarrier, 256);
+        if (wg == 0) {
+#pragma unroll
+          for (int mi = 0; mi < kHalf; ++mi)
+#pragma unroll
+            for (int v = 0; v < kV; ++v)
+              accO(v, h * kHalf + mi, 0) =
+                  accO(v, h * kHalf + mi, 0) * scale_own[(v % 2) + 2 * (v / 4)] + xfer[(mi * kV + v) * 128 + tid];
+        }
+        named_barrier_sync(kMergeBarrier, 256);
+      }
+      if (wg == 1) {  // warpgroup 0 writes the merged rows
+        mbar_arrive(&ss.q_empty);
+        ++piece_idx;
+        return;
+      }
+    }
+
     float inv_l[kCols], lse2[kCols];
 #pragma unroll
     for (int c = 0; c < kCols; ++c) {
@@ -630,9 +690,9 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       lse2[c] = any ? m_run[c] + log2f(l_run[c]) : -INFINITY;
     }
 
-    const int row0 = group * p.rows_per_group + wg * N;  // global query row of column 0
+    const int row0 = group * p.rows_per_group + wg_row0;  // global query row of column 0
     auto row_valid = [&](int n) {
-      return wg * N + n < p.rows_per_group && row0 + n < p.rows;
+      return wg_row0 + n < p.rows_per_group && row0 + n < p.rows;
     };
 
     if (pc.slot == -1) {
@@ -684,14 +744,14 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           const int n = col_of(c);
           if (!row_valid(n)) continue;
           const int d = dv_of(mi, v);
-          p.o_accum[(block + wg * N + n) * kDimV + d] = accO(v, mi, 0) * inv_l[c];
+          p.o_accum[(block + wg_row0 + n) * kDimV + d] = accO(v, mi, 0) * inv_l[c];
         }
       }
       if (warp == 0 && lane < 4) {
 #pragma unroll
         for (int c = 0; c < kCols; ++c) {
           const int n = col_of(c);
-          if (row_valid(n)) p.lse_accum[block + wg * N + n] = lse2[c];
+          if (row_valid(n)) p.lse_accum[block + wg_row0 + n] = lse2[c];
         }
       }
     }
@@ -711,7 +771,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbar_init(&ss.full[s], 128);   // one cp.async arrival per producer thread
-      mbar_init(&ss.empty[s], 256);  // every consumer thread releases the stage
+      mbar_init(&ss.empty[s], p.kv_split ? 128 : 256);  // every thread that read the stage releases it
     }
     mbar_init(&ss.q_full, 128);
     mbar_init(&ss.q_empty, 256);
