@@ -48,6 +48,10 @@ struct Config {
   static_assert(!kFp8 || N <= 16, "FP8: V^T fragments in registers leave room for N <= 16 only");
   static constexpr int kStages = kFp8 ? 4 : 2;
   static constexpr int kTileBytes = kFp8 ? kFp8TileBytes : kTileKV * kDimQK * int(sizeof(T));
+  // Page ids are fetched kPageAhead tiles ahead of their copies (cp.async into a ring), so the
+  // producer's loop does not wait a memory round trip per tile; 16-bit N = 32 has room for 1.
+  static constexpr int kPageAhead = (!kFp8 && N == 32) ? 1 : 4;
+  static constexpr int kPageRing = kPageAhead + 2;
   using SwAtom = GMMA::Layout_K_SW128_Atom<T>;
   using LayoutKV = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTileKV>, Int<kDimQK>>{}));
   using LayoutV = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTileKV>, Int<kDimV>>{}));
@@ -106,7 +110,7 @@ struct alignas(1024) SharedStorage : Fp8Storage<kFp8, N> {
   alignas(1024) typename C::MmaT p[2][cosize_v<typename C::LayoutP>];
   float red[2][2][4][N];     // [warpgroup][parity][warp][column]: cross-warp column reductions
   float q_amax[2][kFp8 ? N : 1];  // FP8: per-row max |q| (kept here: in the base it would cost 1 KB of alignment)
-  int page_of_row[2][kTileKV];  // producer: page id per tile row (-1 = zero-fill), double-buffered
+  int page_ring[C::kPageRing][kTileKV];  // producer: raw page-table entry per tile row
   uint64_t full[kStages];
   uint64_t empty[kStages];
   uint64_t q_full;
@@ -170,16 +174,21 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
                                      : p.page_table + int64_t(pc.batch) * p.page_table_stride;
     const int64_t table_begin = p.page_indptr ? p.page_indptr[pc.batch] : 0;
     auto slot_of = [&](int pos) { return p.page_shift >= 0 ? pos & (p.page_size - 1) : pos % p.page_size; };
-    // Page id of row r of tile t, or -1 (past the length, outside the table, or an invalid id).
-    auto page_of = [&](int t, int r) {
-      const int pos = t * kTileKV + r;
-      if (pos >= len) return -1;
-      const int logical = p.page_shift >= 0 ? pos >> p.page_shift : pos / p.page_size;
-      const bool in_table = p.page_indptr ? table_begin + logical < p.page_table_len
-                                          : logical < p.max_pages_per_seq;
-      const int id = in_table ? table[logical] : -1;
-      return (id >= 0 && id < p.num_pages) ? id : -1;
+    auto logical_of = [&](int pos) { return p.page_shift >= 0 ? pos >> p.page_shift : pos / p.page_size; };
+    auto in_table = [&](int pos) {
+      const int logical = logical_of(pos);
+      return pos < len && (p.page_indptr ? table_begin + logical < p.page_table_len : logical < p.max_pages_per_seq);
     };
+    // Thread r < 64 fetches the table entry of row r of tile t into the ring (zero outside it).
+    auto prefetch_pages = [&](int t, int tile_it) {
+      if (tid < kTileKV && t < pc.tile_end) {
+        const int pos = t * kTileKV + tid;
+        const bool ok = in_table(pos);
+        cp_async_4(&ss.page_ring[tile_it % C::kPageRing][tid], ok ? table + logical_of(pos) : p.page_table, ok);
+      }
+      cp_async_commit();  // one group per tile, empty or not, so the wait below counts tiles
+    };
+    for (int d = 0; d < C::kPageAhead; ++d) prefetch_pages(pc.tile_begin + d, it + d);
 
     // Q rows of this group, both warpgroups' halves; rows past the end are zero-filled. Later
     // pieces load Q after issuing their first tiles, so those overlap the previous epilogue.
@@ -207,25 +216,28 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
     for (int t = pc.tile_begin; t < pc.tile_end; ++t, ++it) {
       if (t == q_at) load_q();
       const int stage = it % kStages;
-      // Look up this tile's pages before waiting for a free stage, hiding the table's latency.
-      int* rows = ss.page_of_row[it & 1];  // last read two tiles ago, before the barrier below
-      if (tid < kTileKV) {
-        rows[tid] = page_of(t, tid);
-      }
+      prefetch_pages(t + C::kPageAhead, it + C::kPageAhead);
+      cp_async_wait<C::kPageAhead>();  // this tile's page ids have landed
       named_barrier_sync(1, 128);
+      // Page id of row r, or -1 (past the length, outside the table, or an invalid id).
+      const int* ring = ss.page_ring[it % C::kPageRing];
+      auto page_at = [&](int r) {
+        const int id = ring[r];
+        return in_table(t * kTileKV + r) && id >= 0 && id < p.num_pages ? id : -1;
+      };
       mbar_wait(&ss.empty[stage], ((it / kStages) & 1) ^ 1);
       uint8_t* tile = ss.kv[stage];
       Tensor sKV = make_tensor(make_smem_ptr(reinterpret_cast<T*>(tile)), typename C::LayoutKV{});
       // A tile inside the sequence whose pages are all valid: bulk tensor copies, one thread.
       bool whole = p.use_tma && (t + 1) * kTileKV <= len;
-      for (int seg = 0; whole && seg < kTileKV; seg += p.tma_rows) whole = rows[seg] >= 0;
+      for (int seg = 0; whole && seg < kTileKV; seg += p.tma_rows) whole = page_at(seg) >= 0;
       if (whole) {
         // Warp 0 issues the copies, one page segment per lane (64 of them for page size 1);
         // the barrier expects the whole tile's bytes before it can complete.
         if (tid == 0) mbar_arrive_expect_tx(&ss.full[stage], C::kTileBytes);
         if (tid < 32) {
           for (int seg = tid * p.tma_rows; seg < kTileKV; seg += 32 * p.tma_rows) {
-            const int page = rows[seg], slot = slot_of(t * kTileKV + seg);
+            const int page = page_at(seg), slot = slot_of(t * kTileKV + seg);
             if constexpr (kFp8) {
 #pragma unroll
               for (int kc = 0; kc < kDimV / 128; ++kc)
@@ -250,7 +262,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
 #pragma unroll 4
       for (int c = tid; c < kTileKV * kRowChunks; c += 128) {
         const int r = c / kRowChunks, chunk = c % kRowChunks;
-        const int page = rows[r];
+        const int page = page_at(r);
         const int slot = slot_of(t * kTileKV + r);
         const KvT* src = chunk < kNope
             ? k_nope + page * p.k_nope_page_stride + slot * p.k_nope_row_stride + chunk * kPer
