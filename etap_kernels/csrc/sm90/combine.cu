@@ -17,10 +17,15 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { re
 template <>
 __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
 
-constexpr int kCombineThreads = kDimV / 4;  // 4 output columns per thread
+constexpr int kColThreads = kDimV / 4;  // 4 output columns per thread
+constexpr int kSlices = 4;              // the slots are shared out over 4 x 128 threads
+constexpr int kCombineThreads = kColThreads * kSlices;
+constexpr int kWeightChunk = 256;
+constexpr int kBatch = 8;  // partial rows in flight per thread: one long sequence has ~132 slots
 
 // Block (q, group, row): the q-th split sequence from the schedule's work list (meta[q][5]),
-// one query row; each thread merges 4 of the 512 columns over the sequence's slots.
+// one query row. Slice s of the block sums slots s, s + 4, ... for 4 of the 512 columns each,
+// kBatch loads at a time, then the slices add up through shared memory.
 template <class T>
 __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_constant__ DecodeParams p) {
   const int i = p.sched_meta[blockIdx.x * kMetaInts + 5];
@@ -31,54 +36,80 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
   const int first = p.num_splits[i], count = p.num_splits[i + 1] - first;
   if (count <= 0 || first < 0 || first + count > p.max_slots) return;
 
-  __shared__ float weight[32];
-  __shared__ float stats[2];
+  __shared__ float weight[kWeightChunk];
+  __shared__ float4 slice_sum[kSlices - 1][kColThreads];
   const int tid = threadIdx.x, lane = tid % 32;
+  const int slice = tid / kColThreads, col = tid % kColThreads;
   auto lse_of = [&](int k) { return p.lse_accum[(int64_t(first + k) * p.num_groups + g) * kRowsPerCta + local]; };
-  if (tid < 32) {
-    float m = -INFINITY;
-    for (int k = lane; k < count; k += 32) m = fmaxf(m, lse_of(k));
+  // Max and sum of 2^lse over the slots, across the whole block (one load per thread for <= 512 slots).
+  __shared__ float warp_red[kCombineThreads / 32];
+  auto block_reduce = [&](float x, bool is_max) {
 #pragma unroll
-    for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, off));
-    float sum = 0.f;
-    if (m != -INFINITY)
-      for (int k = lane; k < count; k += 32) sum += exp2f(lse_of(k) - m);
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffff, sum, off);
-    if (lane == 0) {
-      stats[0] = m;
-      stats[1] = sum;
+    for (int off = 16; off > 0; off /= 2) {
+      const float o = __shfl_xor_sync(0xffffffff, x, off);
+      x = is_max ? fmaxf(x, o) : x + o;
     }
-  }
-  __syncthreads();
-  const float m = stats[0], sum = stats[1];
-  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    if (lane == 0) warp_red[tid / 32] = x;
+    __syncthreads();
+    float r = warp_red[0];
+    for (int w = 1; w < kCombineThreads / 32; ++w) r = is_max ? fmaxf(r, warp_red[w]) : r + warp_red[w];
+    __syncthreads();
+    return r;
+  };
+  float mine = -INFINITY;
+  for (int k = tid; k < count; k += kCombineThreads) mine = fmaxf(mine, lse_of(k));
+  const float m_all = block_reduce(mine, true);
+  float part = 0.f;
+  if (m_all != -INFINITY)
+    for (int k = tid; k < count; k += kCombineThreads) part += exp2f(lse_of(k) - m_all);
+  const float sum_all = block_reduce(part, false);
+  const float m = m_all, sum = sum_all;
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   if (m != -INFINITY) {
     const float inv = 1.f / sum;
-    for (int k0 = 0; k0 < count; k0 += 32) {
-      // Weights of the next 32 slots, shared by all threads.
+    const float* base = p.o_accum + ((int64_t(first) * p.num_groups + g) * kRowsPerCta + local) * kDimV + col * 4;
+    const int64_t slot_stride = int64_t(p.num_groups) * kRowsPerCta * kDimV;
+    for (int k0 = 0; k0 < count; k0 += kWeightChunk) {
+      __syncthreads();  // the previous chunk's weights are no longer read
+      for (int k = tid; k < kWeightChunk; k += kCombineThreads)
+        weight[k] = k0 + k < count ? exp2f(lse_of(k0 + k) - m) * inv : 0.f;
       __syncthreads();
-      if (tid < 32) weight[tid] = k0 + tid < count ? exp2f(lse_of(k0 + tid) - m) * inv : 0.f;
-      __syncthreads();
-      const int n = min(32, count - k0);
-      for (int k = 0; k < n; ++k) {
-        const float w = weight[k];
-        const float4 v = *reinterpret_cast<const float4*>(
-            p.o_accum + ((int64_t(first + k0 + k) * p.num_groups + g) * kRowsPerCta + local) * kDimV + tid * 4);
-        acc[0] += w * v.x;
-        acc[1] += w * v.y;
-        acc[2] += w * v.z;
-        acc[3] += w * v.w;
+      const int n = min(kWeightChunk, count - k0);
+      for (int kb = slice; kb < n; kb += kSlices * kBatch) {
+        float4 v[kBatch];
+#pragma unroll
+        for (int j = 0; j < kBatch; ++j) {
+          const int k = kb + j * kSlices;
+          v[j] = k < n ? *reinterpret_cast<const float4*>(base + (k0 + k) * slot_stride) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int j = 0; j < kBatch; ++j) {
+          const int k = kb + j * kSlices;
+          const float w = k < n ? weight[k] : 0.f;
+          acc.x += w * v[j].x;
+          acc.y += w * v[j].y;
+          acc.z += w * v[j].z;
+          acc.w += w * v[j].w;
+        }
       }
     }
   }
+  if (slice > 0) slice_sum[slice - 1][col] = acc;
+  __syncthreads();
+  if (slice > 0) return;
+#pragma unroll
+  for (int s2 = 0; s2 < kSlices - 1; ++s2) {
+    const float4 o = slice_sum[s2][col];
+    acc.x += o.x;
+    acc.y += o.y;
+    acc.z += o.z;
+    acc.w += o.w;
+  }
   const int tok = row / p.h_q, head = row % p.h_q;
   T* out = static_cast<T*>(p.out) + i * p.out_stride[0] + tok * p.out_stride[1] + head * p.out_stride[2];
-  alignas(8) T v[4];
-#pragma unroll
-  for (int e = 0; e < 4; ++e) v[e] = from_float<T>(acc[e]);
-  *reinterpret_cast<uint2*>(out + tid * 4) = *reinterpret_cast<const uint2*>(v);
-  if (tid == 0) {
+  alignas(8) T v[4] = {from_float<T>(acc.x), from_float<T>(acc.y), from_float<T>(acc.z), from_float<T>(acc.w)};
+  *reinterpret_cast<uint2*>(out + col * 4) = *reinterpret_cast<const uint2*>(v);
+  if (col == 0) {
     p.lse[i * p.lse_stride[0] + head * p.lse_stride[1] + tok * p.lse_stride[2]] =
         m == -INFINITY ? -INFINITY : (m + log2f(sum)) * 0.6931471805599453f;
   }
