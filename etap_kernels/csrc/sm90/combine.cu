@@ -17,20 +17,22 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { re
 template <>
 __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
 
-constexpr int kColThreads = kDimV / 4;  // 4 output columns per thread
-constexpr int kSlices = 4;              // the slots are shared out over 4 x 128 threads
+constexpr int kColChunks = 4;                        // blocks per row, 128 columns each
+constexpr int kColThreads = kDimV / kColChunks / 4;  // 4 output columns per thread
+constexpr int kSlices = 16;                          // the slots are shared out over 16 x 32 threads
 constexpr int kCombineThreads = kColThreads * kSlices;
 constexpr int kWeightChunk = 256;
 constexpr int kBatch = 8;  // partial rows in flight per thread: one long sequence has ~132 slots
 
-// Block (q, group, row): the q-th split sequence from the schedule's work list (meta[q][5]),
-// one query row. Slice s of the block sums slots s, s + 4, ... for 4 of the 512 columns each,
-// kBatch loads at a time, then the slices add up through shared memory.
+// Block (q, group, row * 4 + chunk): the q-th split sequence from the schedule's work list
+// (meta[q][5]), one query row, 128 of its 512 columns. Slice s of the block sums slots s, s + 16,
+// ... for 4 columns per thread, kBatch loads at a time (a 132-way split: one round trip), then
+// the slices add up through shared memory.
 template <class T>
 __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_constant__ DecodeParams p) {
   const int i = p.sched_meta[blockIdx.x * kMetaInts + 5];
   if (i < 0 || i >= p.batch) return;
-  const int g = blockIdx.y, local = blockIdx.z;
+  const int g = blockIdx.y, local = blockIdx.z / kColChunks, chunk = blockIdx.z % kColChunks;
   const int row = g * p.rows_per_group + local;
   if (local >= p.rows_per_group || row >= p.rows) return;
   const int first = p.num_splits[i], count = p.num_splits[i + 1] - first;
@@ -39,7 +41,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
   __shared__ float weight[kWeightChunk];
   __shared__ float4 slice_sum[kSlices - 1][kColThreads];
   const int tid = threadIdx.x, lane = tid % 32;
-  const int slice = tid / kColThreads, col = tid % kColThreads;
+  const int slice = tid / kColThreads, col = chunk * kColThreads + tid % kColThreads;
   auto lse_of = [&](int k) { return p.lse_accum[(int64_t(first + k) * p.num_groups + g) * kRowsPerCta + local]; };
   // Max and sum of 2^lse over the slots, across the whole block (one load per thread for <= 512 slots).
   __shared__ float warp_red[kCombineThreads / 32];
@@ -80,7 +82,8 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
 #pragma unroll
         for (int j = 0; j < kBatch; ++j) {
           const int k = kb + j * kSlices;
-          v[j] = k < n ? *reinterpret_cast<const float4*>(base + (k0 + k) * slot_stride) : make_float4(0.f, 0.f, 0.f, 0.f);
+          // Past the end: reload slot n - 1 (weight 0 below), so the loads need no branch.
+          v[j] = *reinterpret_cast<const float4*>(base + (k0 + min(k, n - 1)) * slot_stride);
         }
 #pragma unroll
         for (int j = 0; j < kBatch; ++j) {
@@ -94,12 +97,12 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
       }
     }
   }
-  if (slice > 0) slice_sum[slice - 1][col] = acc;
+  if (slice > 0) slice_sum[slice - 1][tid % kColThreads] = acc;
   __syncthreads();
   if (slice > 0) return;
 #pragma unroll
   for (int s2 = 0; s2 < kSlices - 1; ++s2) {
-    const float4 o = slice_sum[s2][col];
+    const float4 o = slice_sum[s2][tid % kColThreads];
     acc.x += o.x;
     acc.y += o.y;
     acc.z += o.z;
@@ -109,7 +112,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
   T* out = static_cast<T*>(p.out) + i * p.out_stride[0] + tok * p.out_stride[1] + head * p.out_stride[2];
   alignas(8) T v[4] = {from_float<T>(acc.x), from_float<T>(acc.y), from_float<T>(acc.z), from_float<T>(acc.w)};
   *reinterpret_cast<uint2*>(out + col * 4) = *reinterpret_cast<const uint2*>(v);
-  if (col == 0) {
+  if (col == 0) {  // chunk 0, thread 0
     p.lse[i * p.lse_stride[0] + head * p.lse_stride[1] + tok * p.lse_stride[2]] =
         m == -INFINITY ? -INFINITY : (m + log2f(sum)) * 0.6931471805599453f;
   }
@@ -119,7 +122,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
 
 int launch_combine(const DecodeParams& p, bool is_fp16, void* stream) {
   // At most num_parts - 1 sequences are split; the schedule lists them (meta[q][5]).
-  dim3 grid(p.num_parts, p.num_groups, p.rows_per_group);
+  dim3 grid(p.num_parts, p.num_groups, p.rows_per_group * kColChunks);
   auto s = static_cast<cudaStream_t>(stream);
   if (is_fp16)
     combine_kernel<__half><<<grid, kCombineThreads, 0, s>>>(p);
