@@ -121,8 +121,10 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
 }  // namespace
 
 int launch_combine(const DecodeParams& p, bool is_fp16, void* stream) {
-  // At most num_parts - 1 sequences are split; the schedule lists them (meta[q][5]).
-  dim3 grid(p.num_parts, p.num_groups, p.rows_per_group * kColChunks);
+  // The schedule lists the split sequences first in meta[q][5]: at most min(batch, num_parts)
+  // of them, so no block is launched only to find an empty entry.
+  const int listed = p.batch < p.num_parts ? p.batch : p.num_parts;
+  dim3 grid(listed, p.num_groups, p.rows_per_group * kColChunks);
   auto s = static_cast<cudaStream_t>(stream);
   if (is_fp16)
     combine_kernel<__half><<<grid, kCombineThreads, 0, s>>>(p);
