@@ -17,19 +17,30 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { re
 template <>
 __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
 
-constexpr int kColChunks = 4;                        // blocks per row, 128 columns each
-constexpr int kColThreads = kDimV / kColChunks / 4;  // 4 output columns per thread
-constexpr int kSlices = 16;                          // the slots are shared out over 16 x 32 threads
-constexpr int kCombineThreads = kColThreads * kSlices;
 constexpr int kWeightChunk = 256;
-constexpr int kBatch = 8;  // partial rows in flight per thread: one long sequence has ~132 slots
+constexpr int kBatch = 8;  // partial rows in flight per thread
 
-// Block (q, group, row * 4 + chunk): the q-th split sequence from the schedule's work list
-// (meta[q][5]), one query row, 128 of its 512 columns. Slice s of the block sums slots s, s + 16,
-// ... for 4 columns per thread, kBatch loads at a time (a 132-way split: one round trip), then
-// the slices add up through shared memory.
-template <class T>
-__global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_constant__ DecodeParams p) {
+// Two shapes: "narrow" (one 128-thread block per row) when many sequences are split a few ways
+// each, "wide" (4 column chunks x 16 slot slices of 32 threads) when a few sequences are split
+// up to ~132 ways, so each thread still waits for one or two rounds of loads.
+template <int kColChunks, int kSlices>
+struct CombineShape {
+  static constexpr int kChunks = kColChunks;
+  static constexpr int kSliceCount = kSlices;
+  static constexpr int kColThreads = kDimV / kColChunks / 4;  // 4 output columns per thread
+  static constexpr int kThreads = kColThreads * kSlices;
+};
+using NarrowCombine = CombineShape<1, 1>;
+using WideCombine = CombineShape<4, 16>;
+
+// Block (q, group, row * kChunks + chunk): the q-th split sequence from the schedule's work list
+// (meta[q][5]), one query row, 512 / kChunks of its columns. Slice s of the block sums slots s,
+// s + kSlices, ... for 4 columns per thread, kBatch loads at a time, then the slices add up
+// through shared memory.
+template <class T, class Shape>
+__global__ void __launch_bounds__(Shape::kThreads) combine_kernel(const __grid_constant__ DecodeParams p) {
+  constexpr int kColChunks = Shape::kChunks, kSlices = Shape::kSliceCount;
+  constexpr int kColThreads = Shape::kColThreads, kCombineThreads = Shape::kThreads;
   const int i = p.sched_meta[blockIdx.x * kMetaInts + 5];
   if (i < 0 || i >= p.batch) return;
   const int g = blockIdx.y, local = blockIdx.z / kColChunks, chunk = blockIdx.z % kColChunks;
@@ -39,12 +50,13 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_c
   if (count <= 0 || first < 0 || first + count > p.max_slots) return;
 
   __shared__ float weight[kWeightChunk];
-  __shared__ float4 slice_sum[kSlices - 1][kColThreads];
+  __shared__ float4 slice_sum[kSlices > 1 ? kSlices - 1 : 1][kColThreads];
   const int tid = threadIdx.x, lane = tid % 32;
   const int slice = tid / kColThreads, col = chunk * kColThreads + tid % kColThreads;
   auto lse_of = [&](int k) { return p.lse_accum[(int64_t(first + k) * p.num_groups + g) * kRowsPerCta + local]; };
   // Max and sum of 2^lse over the slots, across the whole block (one load per thread for <= 512 slots).
   __shared__ float warp_red[kCombineThreads / 32];
+  static_assert(kCombineThreads % 32 == 0, "whole warps");
   auto block_reduce = [&](float x, bool is_max) {
 #pragma unroll
     for (int off = 16; off > 0; off /= 2) {
@@ -124,12 +136,21 @@ int launch_combine(const DecodeParams& p, bool is_fp16, void* stream) {
   // The schedule lists the split sequences first in meta[q][5]: at most min(batch, num_parts)
   // of them, so no block is launched only to find an empty entry.
   const int listed = p.batch < p.num_parts ? p.batch : p.num_parts;
-  dim3 grid(listed, p.num_groups, p.rows_per_group * kColChunks);
+  // Split sequences hold about 2 * num_parts / listed slots each.
+  const bool wide = 32 * listed <= 2 * p.num_parts;  // 16+ slots each
   auto s = static_cast<cudaStream_t>(stream);
-  if (is_fp16)
-    combine_kernel<__half><<<grid, kCombineThreads, 0, s>>>(p);
-  else
-    combine_kernel<__nv_bfloat16><<<grid, kCombineThreads, 0, s>>>(p);
+  auto launch = [&](auto kernel, auto shape) {
+    using Shape = decltype(shape);
+    dim3 grid(listed, p.num_groups, p.rows_per_group * Shape::kChunks);
+    kernel<<<grid, Shape::kThreads, 0, s>>>(p);
+  };
+  if (is_fp16) {
+    if (wide) launch(combine_kernel<__half, WideCombine>, WideCombine{});
+    else launch(combine_kernel<__half, NarrowCombine>, NarrowCombine{});
+  } else {
+    if (wide) launch(combine_kernel<__nv_bfloat16, WideCombine>, WideCombine{});
+    else launch(combine_kernel<__nv_bfloat16, NarrowCombine>, NarrowCombine{});
+  }
   return int(cudaGetLastError());
 }
 
