@@ -218,19 +218,19 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
       const int stage = it % kStages;
       prefetch_pages(t + C::kPageAhead, it + C::kPageAhead);
       cp_async_wait<C::kPageAhead>();  // this tile's page ids have landed
-      named_barrier_sync(1, 128);
       // Page id of row r, or -1 (past the length, outside the table, or an invalid id).
       const int* ring = ss.page_ring[it % C::kPageRing];
       auto page_at = [&](int r) {
         const int id = ring[r];
         return in_table(t * kTileKV + r) && id >= 0 && id < p.num_pages ? id : -1;
       };
+      // Thread r checks its own row's entry; the barrier ANDs them: every row valid?
+      const bool all_rows_valid = named_barrier_and(1, 128, tid >= kTileKV || page_at(tid) >= 0);
       mbar_wait(&ss.empty[stage], ((it / kStages) & 1) ^ 1);
       uint8_t* tile = ss.kv[stage];
       Tensor sKV = make_tensor(make_smem_ptr(reinterpret_cast<T*>(tile)), typename C::LayoutKV{});
       // A tile inside the sequence whose pages are all valid: bulk tensor copies, one thread.
-      bool whole = p.use_tma && (t + 1) * kTileKV <= len;
-      for (int seg = 0; whole && seg < kTileKV; seg += p.tma_rows) whole = page_at(seg) >= 0;
+      const bool whole = p.use_tma && (t + 1) * kTileKV <= len && all_rows_valid;
       if (whole) {
         // Warp 0 issues the copies, one page segment per lane (64 of them for page size 1);
         // the barrier expects the whole tile's bytes before it can complete.

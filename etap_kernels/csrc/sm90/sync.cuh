@@ -76,6 +76,17 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
 }
 
 // Orders this thread's generic-proxy shared-memory writes before later async-proxy (WGMMA) reads.
+// Named barrier that also ANDs a predicate over the participating threads.
+__device__ __forceinline__ bool named_barrier_and(int id, int threads, bool pred) {
+  uint32_t out;
+  asm volatile(
+      "{\n .reg .pred p, q;\n setp.ne.u32 q, %2, 0;\n bar.red.and.pred p, %1, %3, q;\n selp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(out)
+      : "r"(id), "r"(uint32_t(pred)), "r"(threads)
+      : "memory");
+  return out != 0;
+}
+
 __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
