@@ -748,6 +748,21 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     } else if (pc.slot >= 0) {
       // Partial piece: fp32 partial output and log2-domain lse for the combine kernel.
       const int64_t block = (int64_t(pc.slot) * p.num_groups + group) * kRowsPerCta;
+      if constexpr (kFp8) {
+        // Each thread holds 16 contiguous dims (16 * (lane / 4) + 128 * warp) of its columns:
+        // four 16-byte stores per column instead of sixteen scalar ones.
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) {
+          const int n = col_of(c);
+          if (!row_valid(n)) continue;
+          float* dst = p.o_accum + (block + wg_row0 + n) * kDimV + dv_of_fp8(warp, lane / 4, 0, 0);
+          auto val = [&](int mi, int h) { return accO((c % 2) + 2 * h + 4 * (c / 2), mi, 0) * inv_l[c]; };
+#pragma unroll
+          for (int q = 0; q < 4; ++q)
+            *reinterpret_cast<float4*>(dst + 4 * q) =
+                make_float4(val(2 * q, 0), val(2 * q, 1), val(2 * q + 1, 0), val(2 * q + 1, 1));
+        }
+      } else
 #pragma unroll
       for (int mi = 0; mi < size<1>(accO); ++mi) {
 #pragma unroll
