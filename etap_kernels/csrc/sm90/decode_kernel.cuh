@@ -762,16 +762,17 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
             *reinterpret_cast<float4*>(dst + 4 * q) =
                 make_float4(val(2 * q, 0), val(2 * q, 1), val(2 * q + 1, 0), val(2 * q + 1, 1));
         }
-      } else
+      } else {
 #pragma unroll
-      for (int mi = 0; mi < size<1>(accO); ++mi) {
+        for (int mi = 0; mi < size<1>(accO); ++mi) {
 #pragma unroll
-        for (int v = 0; v < size<0>(accO); ++v) {
-          const int c = (v % 2) + 2 * (v / 4);
-          const int n = col_of(c);
-          if (!row_valid(n)) continue;
-          const int d = dv_of(mi, v);
-          p.o_accum[(block + wg_row0 + n) * kDimV + d] = accO(v, mi, 0) * inv_l[c];
+          for (int v = 0; v < size<0>(accO); ++v) {
+            const int c = (v % 2) + 2 * (v / 4);
+            const int n = col_of(c);
+            if (!row_valid(n)) continue;
+            const int d = dv_of(mi, v);
+            p.o_accum[(block + wg_row0 + n) * kDimV + d] = accO(v, mi, 0) * inv_l[c];
+          }
         }
       }
       if (warp == 0 && lane < 4) {
