@@ -117,9 +117,10 @@ def _tensor(name: str, t, *, dtypes=None, dim=None) -> torch.Tensor:
     return t
 
 
-def _same_device(device: torch.device, **tensors) -> None:
+def _same_device(device: torch.device, first: str = "q_nope", **tensors) -> None:
+    """``device`` is the device of the argument named ``first``; the others must share it."""
     if device.type != "cuda":
-        raise ValueError(f"tensors must be on a CUDA device, got {device}")
+        raise ValueError(f"{first} is on {device}: ETAP runs on a CUDA device")
     for name, t in tensors.items():
         if t is not None and t.device != device:
             raise ValueError(f"{name} is on {t.device}, expected {device}")
@@ -179,7 +180,7 @@ def get_mla_metadata(
         raise ValueError(f"num_q_tokens_per_head_k must be >= 1, got {num_q_tokens_per_head_k}")
     if cache_seqlens.shape[0] < 1:
         raise ValueError("cache_seqlens must hold at least one sequence")
-    _same_device(cache_seqlens.device)
+    _same_device(cache_seqlens.device, "cache_seqlens")
     if not isinstance(is_fp8_kvcache, bool):
         raise TypeError("is_fp8_kvcache must be a bool")
     parts = num_sm_parts(num_q_tokens_per_head_k * num_heads_k, cache_seqlens.device, is_fp8_kvcache)

@@ -157,8 +157,12 @@ def check_case(case: dict, determinism: bool = False) -> str | None:
     finite = torch.isfinite(ref_lse)
     if not torch.equal(torch.isfinite(lse), finite):
         return "lse finiteness differs"
-    if finite.any() and (lse.double()[finite] - ref_lse[finite]).abs().max().item() >= 5e-3:
-        return "lse error"
+    if finite.any():
+        # e4m3 scores carry Q as hi + lo e4m3 parts (7 significant bits): the bound grows with |lse|.
+        diff = (lse.double()[finite] - ref_lse[finite]).abs()
+        bound = 2e-3 * (1 + ref_lse[finite].abs()) if case["dtype"] == "fp8" else torch.full_like(diff, 5e-3)
+        if bool((diff >= bound).any()):
+            return f"lse error {diff.max().item():.3e} (max |lse| {ref_lse[finite].abs().max().item():.2f})"
     if determinism:
         o2, l2 = run_etap(case, x)
         if not (torch.equal(o2, out) and torch.equal(l2, lse)):
