@@ -399,10 +399,10 @@ def run_driver() -> int:
     return bad
 
 
-def sanitize(out_dir: Path) -> list:
+def sanitize(out_dir: Path, tools) -> list:
     tool_bin = "/usr/local/cuda/bin/compute-sanitizer"
     rows = []
-    for tool in ("memcheck", "racecheck", "synccheck", "initcheck"):
+    for tool in tools:
         cmd = [tool_bin, "--tool", tool, "--error-exitcode", "3", "--print-limit", "20",
                sys.executable, str(Path(__file__).resolve()), "--driver"]
         if tool == "memcheck":
@@ -428,6 +428,7 @@ def main():
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--graph-steps", type=int, default=1000)
     ap.add_argument("--sanitize", action="store_true")
+    ap.add_argument("--tools", default="memcheck,racecheck,synccheck,initcheck", help="compute-sanitizer tools")
     ap.add_argument("--driver", action="store_true", help="only the sanitizer's representative set")
     ap.add_argument("--out", default=str(ROOT / "results"))
     args = ap.parse_args()
@@ -450,7 +451,7 @@ def main():
         report["hostile"] = [("suite", "FAIL: " + traceback.format_exc()[-400:])]
     if args.sanitize:
         print("compute-sanitizer", flush=True)
-        report["sanitizer"] = sanitize(out_dir)
+        report["sanitizer"] = sanitize(out_dir, args.tools.split(","))
     tag = f"reliability_{device.replace(' ', '_')}_{report['date'][:10]}"
     (out_dir / f"{tag}.json").write_text(json.dumps(report, indent=1))
 
