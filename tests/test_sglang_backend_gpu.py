@@ -291,8 +291,8 @@ def test_cuda_graph_replay(page_size):
         _close(static_out, _reference(runner, seq, rpi, qn, qr, 1), f"graph replay {trial} page {page_size}")
 
 
-def test_fp8_kv_refused():
+def test_fp8_e5m2_kv_refused():
     runner = MockModelRunner(64)
-    runner.kv_cache_dtype = torch.float8_e4m3fn
-    with pytest.raises(NotImplementedError, match="FP8"):
+    runner.kv_cache_dtype = torch.float8_e5m2
+    with pytest.raises(NotImplementedError, match="e4m3 only"):
         EtapAttnBackend(runner)

@@ -388,11 +388,12 @@ def test_register_patches_sglang_modules(stub_env):
         import sglang.srt.server_args as sa                       # imported after register()
         assert sa.ATTENTION_BACKEND_CHOICES.count("etap") == 1
         assert sa.prepare_server_args(["--attention-backend", "etap"]).attention_backend == "etap"
-        args = sa.ServerArgs(attention_backend="etap", kv_cache_dtype="fp8_e4m3")
+        args = sa.ServerArgs(attention_backend="etap", kv_cache_dtype="fp8_e5m2")
         try:
-            args._handle_attention_backend_compatibility(); raise SystemExit("fp8 accepted")
+            args._handle_attention_backend_compatibility(); raise SystemExit("fp8_e5m2 accepted")
         except NotImplementedError as e:
-            assert "FP8" in str(e)
+            assert "e5m2" in str(e)
+        sa.ServerArgs(attention_backend="etap", kv_cache_dtype="fp8_e4m3")._handle_attention_backend_compatibility()
         ok = sa.ServerArgs(attention_backend="etap", page_size=64); ok._handle_attention_backend_compatibility()
         assert ok.checked
         from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS
@@ -587,19 +588,26 @@ _BACKEND_STUBS = {
         spec = importlib.util.spec_from_file_location("etap_ref", os.environ["ETAP_REFERENCE"])
         ref = importlib.util.module_from_spec(spec); spec.loader.exec_module(ref)
         calls = []
-        def get_mla_metadata(cache_seqlens, rows, h_k):
+        def get_mla_metadata(cache_seqlens, rows, h_k, is_fp8_kvcache=False):
             assert cache_seqlens.dtype == torch.int32 and h_k == 1
-            calls.append(("meta", rows))
+            calls.append(("meta", rows, is_fp8_kvcache))
             return torch.full((4, 8), rows, dtype=torch.int32), torch.zeros(cache_seqlens.shape[0] + 1, dtype=torch.int32)
         def mla_decode(q_nope, q_rope, ckv, kpe, cache_seqlens, meta, splits, *, block_table=None, kv_indptr=None,
-                       kv_indices=None, softmax_scale=None, causal=False, out=None, lse=None, validate_values=None):
+                       kv_indices=None, softmax_scale=None, causal=False, out=None, lse=None, validate_values=None,
+                       kv_scale=None, q_scale=None):
             assert validate_values is False and block_table is not None and out is not None
+            fp8 = ckv.dtype == torch.float8_e4m3fn
+            assert not fp8 or (q_nope.dtype == torch.bfloat16 and out.dtype == torch.bfloat16 and kv_scale is not None)
+            assert fp8 or kv_scale is None
+            if isinstance(kv_scale, torch.Tensor):
+                assert kv_scale.shape == (1,) and kv_scale.dtype == torch.float32
+                kv_scale = float(kv_scale)
             assert int(meta[0, 0]) == q_nope.shape[1] * q_nope.shape[2], "schedule for another s_q*h_q"
             assert splits.shape[0] == q_nope.shape[0] + 1
             for t in (q_nope, q_rope, ckv, kpe):
                 assert t.stride(-1) == 1 and all(s % 8 == 0 for s in t.stride()[:-1]), t.stride()
             o, l = ref.mla_decode_reference(q_nope, q_rope, ckv, kpe, cache_seqlens, block_table=block_table,
-                                            softmax_scale=softmax_scale, causal=causal)
+                                            softmax_scale=softmax_scale, causal=causal, kv_scale=kv_scale or 1.0)
             out.copy_(o.to(out.dtype)); calls.append(("decode", tuple(q_nope.shape), causal))
             return out, l
     """,
@@ -612,6 +620,7 @@ from etap_integration.sglang_etap import backend as B
 from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
 H, CTX, NUM_DRAFT = 4, 256, 3
+K_SCALE = 0.125
 torch.cuda.get_device_properties = lambda dev: types.SimpleNamespace(multi_processor_count=8)
 
 def runner(page_size, kv_dtype=torch.bfloat16, topk=None):
@@ -620,18 +629,23 @@ def runner(page_size, kv_dtype=torch.bfloat16, topk=None):
     g = torch.Generator().manual_seed(page_size)
     perm = torch.randperm(8 * per_req, generator=g).view(8, -1)
     r2t = (perm[:, :, None] * page_size + torch.arange(page_size)).reshape(8, -1).to(torch.int32)
-    buf = torch.randn((n_pages * page_size, 1, 576), generator=g).to(torch.bfloat16)
+    fp8 = kv_dtype == torch.float8_e4m3fn
+    vals = torch.randn((n_pages * page_size, 1, 576), generator=g)
+    # FP8 pools store k / k_scale as e4m3 bytes in a uint8 buffer, as SGLang's MLATokenToKVPool
+    buf = (vals * 8).to(kv_dtype).view(torch.uint8) if fp8 else vals.to(torch.bfloat16)
+    def store(loc, x):
+        buf[loc] = (x.float() / K_SCALE).to(kv_dtype).view(torch.uint8) if fp8 else x.to(buf.dtype)
     class Pool:
-        def get_key_buffer(self, layer_id): return buf
-        def set_mla_kv_buffer(self, layer, loc, k, k_rope):
-            buf[loc] = torch.cat([k, k_rope], -1).to(buf.dtype)
-        def set_kv_buffer(self, layer, loc, k, v): buf[loc] = k.to(buf.dtype)
+        def get_key_buffer(self, layer_id): return buf.view(kv_dtype) if fp8 else buf
+        def set_mla_kv_buffer(self, layer, loc, k, k_rope): store(loc, torch.cat([k, k_rope], -1))
+        def set_kv_buffer(self, layer, loc, k, v): store(loc, k)
     cfg = types.SimpleNamespace(kv_lora_rank=512, qk_rope_head_dim=64, num_attention_heads=H, context_len=CTX)
     sa = types.SimpleNamespace(speculative_num_draft_tokens=NUM_DRAFT, speculative_eagle_topk=topk,
                                speculative_algorithm="EAGLE" if topk else None)
     return types.SimpleNamespace(model_config=cfg, kv_cache_dtype=kv_dtype, server_args=sa, dtype=torch.bfloat16,
                                  page_size=page_size, req_to_token_pool=types.SimpleNamespace(req_to_token=r2t, size=8),
-                                 pool=Pool(), buf=buf, device="cpu", use_mla_backend=True)
+                                 pool=Pool(), buf=buf, device="cpu", use_mla_backend=True,
+                                 keys=lambda: (buf.view(kv_dtype).double() * K_SCALE) if fp8 else buf.double())
 
 layer = types.SimpleNamespace(tp_q_head_num=H, v_head_dim=512, head_dim=576, scaling=0.07, layer_id=0)
 
@@ -646,7 +660,7 @@ def batch(mr, mode, seq, rpi, n_new):
                                  req_pool_indices=rpi_t, out_cache_loc=loc, token_to_kv_pool=mr.pool)
 
 def reference(mr, seq, rpi, qn, qr, s_q):
-    keys = mr.buf[:, 0].double()
+    keys = mr.keys()[:, 0]
     r2t = mr.req_to_token_pool.req_to_token
     q = torch.cat([qn, qr], -1).double().view(len(seq), s_q, H, 576)
     out = torch.zeros(len(seq), s_q, H, 512, dtype=torch.float64)
@@ -730,8 +744,21 @@ assert [b.forward_metadata.cache_seqlens.tolist() for b in ms.attn_backends] == 
 ms.init_cuda_graph_state(4, 4)
 assert len({b.cuda_graph_block_table.data_ptr() for b in ms.attn_backends}) == 1  # one shared table
 
+# FP8 (e4m3) cache, as --kv-cache-dtype fp8_e4m3: bf16 q, the layer's k_scale, bf16 out
+mr = runner(16, kv_dtype=torch.float8_e4m3fn)
+be = B.EtapAttnBackend(mr)
+assert be.is_fp8_kvcache
+fb = batch(mr, ForwardMode.DECODE, SEQ, RPI, 1)
+be.init_forward_metadata(fb)
+assert etap_kernels.calls[-1] == ("meta", H, True), etap_kernels.calls[-1]
+layer8 = types.SimpleNamespace(**vars(layer), k_scale=torch.tensor(K_SCALE))
+qn, qr, kn, kr = inputs(len(SEQ), 99)
+out = be.forward_decode(qn, kn, None, layer8, fb, q_rope=qr, k_rope=kr)
+assert out.dtype == torch.bfloat16
+close(out, reference(mr, SEQ, RPI, qn, qr, 1), "fp8 decode")
+
 # refusals
-for bad, exc in ((dict(kv_dtype=torch.float8_e4m3fn), NotImplementedError), (dict(topk=2), ValueError)):
+for bad, exc in ((dict(kv_dtype=torch.float8_e5m2), NotImplementedError), (dict(topk=2), ValueError)):
     try:
         B.EtapAttnBackend(runner(16, **bad)); raise SystemExit(f"accepted {bad}")
     except exc:
@@ -749,7 +776,8 @@ def test_backend_logic_against_reference_on_cpu(tmp_path):
     kernel by ETAP's float64 reference): decode and target verify for page sizes 1/3/16/64 equal
     attention over the tokens gathered through req_to_token; extend is delegated; the CUDA-graph
     metadata lives in fixed buffers (full-width table) that replay rewrites in place; draft steps
-    add step + 1 tokens; FP8 KV, topk > 1 and non-MLA models are refused."""
+    add step + 1 tokens; an e4m3 cache decodes with bf16 q and the layer's k_scale; FP8 e5m2,
+    topk > 1 and non-MLA models are refused."""
     pytest.importorskip("torch")
     stubs = tmp_path / "stubs"
     for rel, body in _BACKEND_STUBS.items():

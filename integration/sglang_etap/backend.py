@@ -107,15 +107,14 @@ class EtapAttnBackend(FlashInferMLAAttnBackend):
                 f"qk_rope_head_dim={qk_rope_head_dim}. Use --attention-backend flashinfer or triton."
             )
         kv_dtype = model_runner.kv_cache_dtype
-        if kv_dtype in _FP8_DTYPES:
+        if kv_dtype in _FP8_DTYPES and kv_dtype != torch.float8_e4m3fn:
             raise NotImplementedError(
-                f"The 'etap' attention backend does not support an FP8 KV cache yet (kv cache dtype "
-                f"{kv_dtype}). Run with --kv-cache-dtype auto/bf16, or use --attention-backend flashmla "
-                "for FP8 KV."
+                f"The 'etap' attention backend supports FP8 KV caches in e4m3 only, got {kv_dtype}. "
+                "Run with --kv-cache-dtype fp8_e4m3 or auto/bf16."
             )
-        if kv_dtype not in (torch.bfloat16, torch.float16):
+        if kv_dtype not in (torch.bfloat16, torch.float16, torch.float8_e4m3fn):
             raise NotImplementedError(
-                f"The 'etap' attention backend needs a bf16 or fp16 KV cache, got {kv_dtype}."
+                f"The 'etap' attention backend needs a bf16, fp16 or fp8_e4m3 KV cache, got {kv_dtype}."
             )
         server_args = model_runner.server_args
         topk = getattr(server_args, "speculative_eagle_topk", None)
@@ -131,6 +130,16 @@ class EtapAttnBackend(FlashInferMLAAttnBackend):
         params = inspect.signature(self.etap.mla_decode).parameters
         # Value checks that read device memory would cost one host sync per layer in eager mode.
         self._decode_kwargs = {"validate_values": False} if "validate_values" in params else {}
+        # e4m3 cache (--kv-cache-dtype fp8_e4m3): SGLang stores k / k_scale; ETAP takes bf16
+        # queries and the per-layer k_scale, and writes a bf16 output.
+        self.is_fp8_kvcache = kv_dtype == torch.float8_e4m3fn
+        if self.is_fp8_kvcache and "kv_scale" not in params:
+            raise NotImplementedError("this etap_kernels build has no FP8 KV cache support (kv_scale)")
+        self._schedule_kwargs = (
+            {"is_fp8_kvcache": True}
+            if self.is_fp8_kvcache and "is_fp8_kvcache" in inspect.signature(self.etap.get_mla_metadata).parameters
+            else {}
+        )
 
         self.page_size = int(model_runner.page_size)
         self.req_to_token = model_runner.req_to_token_pool.req_to_token
@@ -185,7 +194,7 @@ class EtapAttnBackend(FlashInferMLAAttnBackend):
             )
 
     def _schedule(self, cache_seqlens: torch.Tensor, s_q: int, num_heads: int):
-        return self.etap.get_mla_metadata(cache_seqlens, s_q * num_heads, 1)
+        return self.etap.get_mla_metadata(cache_seqlens, s_q * num_heads, 1, **self._schedule_kwargs)
 
     # ------------------------------------------------------------------ eager metadata
 
@@ -338,7 +347,18 @@ class EtapAttnBackend(FlashInferMLAAttnBackend):
         if q_nope.shape[0] != bs * s_q:
             raise ValueError(f"ETAP got {q_nope.shape[0]} query tokens for {bs} requests x {s_q}")
         kv = forward_batch.token_to_kv_pool.get_key_buffer(layer.layer_id)
-        if q_nope.dtype != kv.dtype:
+        out_dtype = q_nope.dtype
+        extra = dict(self._decode_kwargs)
+        if self.is_fp8_kvcache:
+            if kv.dtype == torch.uint8:  # SGLang's storage dtype for FP8 pools
+                kv = kv.view(torch.float8_e4m3fn)
+            q_nope, q_pe = q_nope.to(torch.bfloat16), q_pe.to(torch.bfloat16)
+            k_scale = getattr(layer, "k_scale", None)
+            if isinstance(k_scale, torch.Tensor):
+                extra["kv_scale"] = k_scale.reshape(1).to(torch.float32)
+            elif k_scale is not None:
+                extra["kv_scale"] = float(k_scale)
+        elif q_nope.dtype != kv.dtype:
             q_nope, q_pe = q_nope.to(kv.dtype), q_pe.to(kv.dtype)
         q_nope = _paging.as_aligned(q_nope.reshape(bs, s_q, h, d_v))
         q_pe = _paging.as_aligned(q_pe.reshape(bs, s_q, h, d_r))
@@ -359,9 +379,9 @@ class EtapAttnBackend(FlashInferMLAAttnBackend):
             softmax_scale=layer.scaling,
             causal=s_q > 1,
             out=out,
-            **self._decode_kwargs,
+            **extra,
         )
-        return out.view(-1, h * d_v)
+        return out.to(out_dtype).view(-1, h * d_v)
 
     def forward_decode(
         self,

@@ -84,10 +84,10 @@ def validate_server_args(args) -> None:
     if not uses:
         return
     kv = getattr(args, "kv_cache_dtype", "auto")
-    if kv not in ("auto", "bf16", "bfloat16", "fp16", "float16"):
+    if kv not in ("auto", "bf16", "bfloat16", "fp16", "float16", "fp8_e4m3"):
         raise NotImplementedError(
-            f"The 'etap' attention backend does not support --kv-cache-dtype {kv} yet (FP8/FP4 KV "
-            "caches); use auto/bf16, or --attention-backend flashmla for FP8 KV."
+            f"The 'etap' attention backend does not support --kv-cache-dtype {kv} (FP8 e5m2/FP4 KV "
+            "caches); use auto/bf16 or fp8_e4m3."
         )
     page_size = getattr(args, "page_size", None)
     if page_size is not None and page_size < 1:
