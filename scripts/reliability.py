@@ -353,6 +353,37 @@ def hostile_inputs() -> list:
         ok = guards_intact(obuf) and guards_intact(lbuf) and not torch.isnan(out[:2]).any()
         results.append((what, "ok: no fault, guards intact, rows written" if ok else "FAIL"))
 
+    # The FlashInfer shim (BatchMLAPagedAttentionWrapper semantics): plan/run argument errors.
+    try:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from baselines import ensure_integration_importable
+        ensure_integration_importable()
+        from etap_integration.flashinfer_etap import EtapMLABackend
+        fi = EtapMLABackend(torch.empty(1 << 20, dtype=torch.uint8, device="cuda"))
+        qo = torch.arange(4, dtype=torch.int32, device="cuda")
+        plan = [qo, x["indptr"], x["indices"], x["seqlens"], 16, 512, 64, 16, False, 0.07, torch.bfloat16,
+                torch.bfloat16]
+
+        def plan_with(i, v):
+            args = list(plan)
+            args[i] = v
+            return lambda: fi.plan(*args)
+
+        expect_error("flashinfer plan head_dim_ckv 256", plan_with(5, 256), "head_dim_ckv")
+        expect_error("flashinfer plan page_size 0", plan_with(7, 0), "page_size")
+        expect_error("flashinfer plan kv_data_type fp16 with bf16 q", plan_with(11, torch.float16), "kv_data_type")
+        expect_error("flashinfer plan sm_scale -1", plan_with(9, -1.0), "sm_scale")
+        fi.plan(*plan)
+        ckv16, kpe16 = x["ckv"], x["kpe"]
+        qf, rf = qn[:, 0].contiguous(), qr[:, 0].contiguous()
+        expect_error("flashinfer run q_nope with 8 heads", lambda: fi.run(qf[:, :8], rf, ckv16, kpe16), "q_nope")
+        out_fi = fi.run(qf, rf, ckv16, kpe16)
+        ok = torch.equal(out_fi, call(qn, qr, x["ckv"], x["kpe"], x["seqlens"], meta, splits,
+                                      block_table=x["block_table"], softmax_scale=0.07)[0][:, 0])
+        results.append(("flashinfer run after the refusals", "ok: same output as mla_decode" if ok else "FAIL"))
+    except Exception:  # noqa: BLE001
+        results.append(("flashinfer shim", "FAIL: " + traceback.format_exc()[-300:]))
+
     # NaN in one query row stays in that row; NaN in one cached key poisons only its sequence.
     qn2 = qn.clone()
     qn2[1, 0, 3, 5] = float("nan")
