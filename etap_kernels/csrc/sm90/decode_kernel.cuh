@@ -71,7 +71,6 @@ struct Config {
   using LayoutK8Rope = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Fp8>{}, Shape<Int<kTileKV>, Int<kDimRope>>{}));
   using LayoutQ8Nope = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Fp8>{}, Shape<Int<2 * N>, Int<kDimV>>{}));
   using LayoutQ8Rope = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Fp8>{}, Shape<Int<2 * N>, Int<kDimRope>>{}));
-  static constexpr int kQ8Bytes = 2 * N * kDimQK;
   using MmaO = decltype(make_tiled_mma(std::conditional_t<
       kFp8,
       decltype(GMMA::rs_op_selector<MmaT, MmaT, float, Shape<Int<kDimV>, Int<N>, Int<kTileKV>>,
@@ -314,6 +313,9 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   // Accumulator element (v0, v1, j) of a 64xN atom sits at row 16*warp + lane/4 + 8*v1 and
   // column 2*(lane%4) + v0 + 8*j; column slot c = v0 + 2*j indexes this thread's columns.
   auto col_of = [&](int c) { return 2 * (lane % 4) + (c % 2) + 8 * (c / 2); };
+  // Column slot of fragment value i = (v0, v1, j), and value (v0, v1 = h, j) of slot c.
+  auto slot_of_value = [](int i) { return (i % 2) + 2 * (i / 4); };
+  auto value_of_slot = [](int c, int h) { return (c % 2) + 2 * h + 4 * (c / 2); };
   // Latent dim of accumulator value v of O^T atom mi (the FP8 path permutes the rows).
   auto dv_of = [&](int mi, int v) {
     return kFp8 ? dv_of_fp8(warp, lane / 4, mi, (v / 2) % 2) : 64 * mi + 16 * warp + lane / 4 + 8 * ((v / 2) % 2);
@@ -464,7 +466,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         // fragment values apart.
 #pragma unroll
         for (int i = 0; i < size(accS); ++i) {
-          const int c = (i % 2) + 2 * (i / 4);
+          const int c = slot_of_value(i);
           float hi = 0.f, lo = 0.f;
 #pragma unroll
           for (int ch = 0; ch < C::kSChains; ++ch) {
@@ -543,7 +545,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       }
 #pragma unroll
       for (int i = 0; i < size(accS); ++i) {
-        const int c = (i % 2) + 2 * (i / 4);
+        const int c = slot_of_value(i);
         const float pr = exp2f(accS(i) - base[c]);
         accS(i) = pr;
         l_run[c] += pr;
@@ -552,7 +554,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       for (int mi = 0; mi < size<1>(accO); ++mi) {
 #pragma unroll
         for (int v = 0; v < size<0>(accO); ++v) {
-          const int c = (v % 2) + 2 * (v / 4);
+          const int c = slot_of_value(v);
           accO(v, mi, 0) *= alpha[c];
         }
       }
@@ -674,7 +676,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           for (int mi = 0; mi < kHalf; ++mi)
 #pragma unroll
             for (int v = 0; v < kV; ++v)
-              xfer[(mi * kV + v) * 128 + tid] = accO(v, h * kHalf + mi, 0) * scale_own[(v % 2) + 2 * (v / 4)];
+              xfer[(mi * kV + v) * 128 + tid] = accO(v, h * kHalf + mi, 0) * scale_own[slot_of_value(v)];
         }
         named_barrier_sync(kMergeBarrier, 256);
         if (wg == 0) {
@@ -683,7 +685,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
 #pragma unroll
             for (int v = 0; v < kV; ++v)
               accO(v, h * kHalf + mi, 0) =
-                  accO(v, h * kHalf + mi, 0) * scale_own[(v % 2) + 2 * (v / 4)] + xfer[(mi * kV + v) * 128 + tid];
+                  accO(v, h * kHalf + mi, 0) * scale_own[slot_of_value(v)] + xfer[(mi * kV + v) * 128 + tid];
         }
         named_barrier_sync(kMergeBarrier, 256);
       }
@@ -715,7 +717,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       for (int mi = 0; mi < size<1>(accO); ++mi) {
 #pragma unroll
         for (int v = 0; v < size<0>(accO); ++v) {
-          const int c = (v % 2) + 2 * (v / 4);
+          const int c = slot_of_value(v);
           const int n = col_of(c);
           const int d = dv_of(mi, v);
           stage_buf[n * C::kStagePitch + d] = static_cast<T>(accO(v, mi, 0) * inv_l[c]);
@@ -756,7 +758,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           const int n = col_of(c);
           if (!row_valid(n)) continue;
           float* dst = p.o_accum + (block + wg_row0 + n) * kDimV + dv_of_fp8(warp, lane / 4, 0, 0);
-          auto val = [&](int mi, int h) { return accO((c % 2) + 2 * h + 4 * (c / 2), mi, 0) * inv_l[c]; };
+          auto val = [&](int mi, int h) { return accO(value_of_slot(c, h), mi, 0) * inv_l[c]; };
 #pragma unroll
           for (int q = 0; q < 4; ++q)
             *reinterpret_cast<float4*>(dst + 4 * q) =
@@ -767,7 +769,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         for (int mi = 0; mi < size<1>(accO); ++mi) {
 #pragma unroll
           for (int v = 0; v < size<0>(accO); ++v) {
-            const int c = (v % 2) + 2 * (v / 4);
+            const int c = slot_of_value(v);
             const int n = col_of(c);
             if (!row_valid(n)) continue;
             const int d = dv_of(mi, v);
