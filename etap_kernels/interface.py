@@ -24,13 +24,12 @@ from typing import Optional, Tuple
 import torch
 
 from ._build import load_extension
+from .scheduler import ROWS_PER_CTA, num_row_groups
 
 HEAD_DIM_QK = 576
 HEAD_DIM_V = 512
 HEAD_DIM_ROPE = HEAD_DIM_QK - HEAD_DIM_V
 TILE_KV = 64
-ROWS_PER_CTA = 64
-ROWS_PER_CTA_FP8 = 32
 # Groups of at most this many rows run "KV split": one warpgroup's N covers every row, and the two
 # consumer warpgroups take alternate KV tiles, so twice the tiles are in flight per SM. Worth it
 # where a tile's math chain is long next to its load time (e4m3 tiles are half the bytes).
@@ -80,7 +79,7 @@ def row_grouping(rows: int, fp8: bool = False) -> Tuple[int, int, int]:
     (register-A WGMMA), which leaves room for N <= 16 only: 32 rows per CTA. Small groups run
     KV split (``rows_per_warpgroup >= rows_per_group``): both warpgroups hold all the rows.
     """
-    groups = _cdiv(rows, ROWS_PER_CTA_FP8 if fp8 else ROWS_PER_CTA)
+    groups = num_row_groups(rows, fp8)
     per_group = _cdiv(rows, groups)
     if per_group <= (KV_SPLIT_MAX_ROWS_FP8 if fp8 else KV_SPLIT_MAX_ROWS):
         per_wg = 8 * _cdiv(per_group, 8)
