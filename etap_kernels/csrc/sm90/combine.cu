@@ -72,12 +72,11 @@ __global__ void __launch_bounds__(Shape::kThreads) combine_kernel(const __grid_c
   };
   float mine = -INFINITY;
   for (int k = tid; k < count; k += kCombineThreads) mine = fmaxf(mine, lse_of(k));
-  const float m_all = block_reduce(mine, true);
+  const float m = block_reduce(mine, true);
   float part = 0.f;
-  if (m_all != -INFINITY)
-    for (int k = tid; k < count; k += kCombineThreads) part += exp2f(lse_of(k) - m_all);
-  const float sum_all = block_reduce(part, false);
-  const float m = m_all, sum = sum_all;
+  if (m != -INFINITY)
+    for (int k = tid; k < count; k += kCombineThreads) part += exp2f(lse_of(k) - m);
+  const float sum = block_reduce(part, false);
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   if (m != -INFINITY) {
     const float inv = 1.f / sum;
