@@ -1,5 +1,5 @@
-"""Side-by-side MLA decode benchmark: ETAP vs FlashMLA vs FlashInfer (fa2/fa3), one process, the
-same inputs, the device-to-device copy bandwidth measured in the same run.
+"""Side-by-side MLA decode benchmark: ETAP vs FlashMLA vs FlashInfer (fa2/fa3) vs SGLang's Triton MLA
+decode, one process, the same inputs, the device-to-device copy bandwidth measured in the same run.
 
     python scripts/bench_decode.py --grid quick          # a few rows
     python scripts/bench_decode.py --grid full           # the issue's grid (minutes)
@@ -162,6 +162,44 @@ def flashinfer_calls(case: Case, backend: str):
     return calls
 
 
+def triton_calls(case: Case, max_kv_splits: int = 8):
+    """SGLang's Triton MLA decode (``--attention-backend triton``), from the sglang wheel: token
+    indices (page size 1 view of the pool), SGLang's default 8 KV splits and its split heuristic."""
+    if case.s_q != 1 or case.fp8:
+        return None  # SGLang's Triton decode kernel is s_q = 1 over a 16-bit cache
+    try:
+        from sglang.srt.layers.attention.triton_ops.decode_attention import decode_attention_fwd
+    except Exception:  # noqa: BLE001 - sglang not installed here
+        return None
+    P = case.page_size
+    k_buffer = case.k_cache.view(-1, 1, 576)
+    v_buffer = k_buffer[..., :512]
+    q = case.q.view(case.b, case.h_q, 576)
+    out = torch.empty(case.b, case.h_q, 512, dtype=case.dtype, device="cuda")
+    kv_indptr = torch.zeros(case.b + 1, dtype=torch.int32, device="cuda")
+    kv_indptr[1:] = torch.cumsum(case.seqlens, 0)
+    logits = torch.empty(case.b, case.h_q, max_kv_splits, 512, dtype=torch.float32, device="cuda")
+    lse = torch.empty(case.b, case.h_q, max_kv_splits, dtype=torch.float32, device="cuda")
+    num_kv_splits = torch.full((case.b,), max_kv_splits, dtype=torch.int32, device="cuda")
+    try:  # SGLang's own per-sequence split count (triton_backend.get_num_kv_splits)
+        import triton
+        from sglang.srt.layers.attention.triton_backend import get_num_kv_splits_triton
+
+        sms = torch.cuda.get_device_properties(0).multi_processor_count
+        get_num_kv_splits_triton[(1,)](num_kv_splits, case.seqlens, case.b, 1, case.h_q, 1, max_kv_splits, sms,
+                                       MAX_NUM_SEQ=max(256, triton.next_power_of_2(case.b)))
+    except Exception:  # noqa: BLE001 - keep the static split count
+        pass
+    pos = torch.arange(case.max_pages * P, device="cuda")
+    calls = []
+    for bt in case.block_tables:
+        tok = (bt.long()[:, :, None] * P + torch.arange(P, device="cuda")).view(case.b, -1)
+        idx = tok[pos[None, :] < case.seqlens[:, None].long()].contiguous()
+        calls.append(lambda idx=idx: decode_attention_fwd(q, k_buffer, v_buffer, out, kv_indptr, idx, logits, lse,
+                                                          num_kv_splits, max_kv_splits, 576 ** -0.5, 1.0, 1.0))
+    return calls
+
+
 def grid(name: str):
     if name == "paper":
         return [dict(b=16, s_q=1, h_q=16, ctx=c, page_size=64) for c in (4096, 8192, 16384, 32768, 65536)]
@@ -191,8 +229,9 @@ def main():
     ap.add_argument("--tag", default="", help="suffix for the result file names")
     ap.add_argument("--kv", default="bf16", choices=("bf16", "fp8"),
                     help="cache dtype: bf16, or e4m3 (peers: FlashMLA's FP8 path only)")
-    ap.add_argument("--peers", default="flashmla,fa2,fa3,fi_etap",
-                    help="comma list of flashmla, fa2, fa3, fi_etap (ETAP via the patched FlashInfer wrapper)")
+    ap.add_argument("--peers", default="flashmla,fa2,fa3,fi_etap,triton",
+                    help="comma list of flashmla, fa2, fa3, fi_etap (ETAP via the patched FlashInfer wrapper), "
+                         "triton (SGLang's Triton MLA decode, when sglang is importable)")
     args = ap.parse_args()
     peers = args.peers.split(",") if args.peers else []
     ensure_integration_importable()
@@ -214,6 +253,11 @@ def main():
         impls = {"etap": etap_calls(case)}
         if "flashmla" in peers:
             impls["flashmla"] = flashmla_calls(case, flashmla)
+        if "triton" in peers:
+            try:
+                impls["triton"] = triton_calls(case)
+            except Exception as exc:  # noqa: BLE001
+                skipped.add(f"triton: {type(exc).__name__}: {str(exc)[:120]}")
         for backend in ("fa2", "fa3", "etap"):  # "etap" = ETAP through FlashInfer's wrapper (patched)
             if backend in peers or f"fi_{backend}" in peers:
                 try:

@@ -431,25 +431,36 @@ def run_driver() -> int:
 
 
 def sanitize(out_dir: Path, tools) -> list:
+    """One compute-sanitizer process per tool over the driver set, all tools at once (each one is
+    a separate process on the same GPU; together they take as long as the slowest)."""
     tool_bin = "/usr/local/cuda/bin/compute-sanitizer"
-    rows = []
+    procs = {}
     for tool in tools:
         cmd = [tool_bin, "--tool", tool, "--error-exitcode", "3", "--print-limit", "20",
                sys.executable, str(Path(__file__).resolve()), "--driver"]
         if tool == "memcheck":
             cmd[3:3] = ["--leak-check", "no"]
-        t0 = time.time()
+        log = open(out_dir / f"sanitizer_{tool}.txt", "w+")
+        procs[tool] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log, time.time())
+    rows = []
+    for tool, (proc, log, t0) in procs.items():
         try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=SANITIZER_TIMEOUT)
-        except subprocess.TimeoutExpired as e:
-            p = subprocess.CompletedProcess(cmd, -1, (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else
-                                            (e.stdout or ""), f"timed out after {SANITIZER_TIMEOUT} s")
-        text = p.stdout + p.stderr
+            rc = proc.wait(timeout=max(1.0, SANITIZER_TIMEOUT - (time.time() - t0)))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            rc = -1
+        log.seek(0)
+        text = log.read()
+        log.close()
+        if rc == -1:
+            text += f"\ntimed out after {SANITIZER_TIMEOUT} s"
         (out_dir / f"sanitizer_{tool}.txt").write_text(text[-20000:])
         summary = [ln for ln in text.splitlines() if "ERROR SUMMARY" in ln or "RACECHECK SUMMARY" in ln]
-        rows.append(dict(tool=tool, exit=p.returncode, seconds=round(time.time() - t0, 1),
-                         summary=summary[-1] if summary else text.strip().splitlines()[-1][:200]))
-        print(f"  {tool}: exit {p.returncode}, {rows[-1]['summary']}", flush=True)
+        last = text.strip().splitlines()[-1][:200] if text.strip() else "no output"
+        rows.append(dict(tool=tool, exit=rc, seconds=round(time.time() - t0, 1),
+                         summary=summary[-1] if summary else last))
+        print(f"  {tool}: exit {rc}, {rows[-1]['summary']}", flush=True)
     return rows
 
 
@@ -459,6 +470,8 @@ def main():
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--graph-steps", type=int, default=1000)
     ap.add_argument("--sanitize", action="store_true")
+    ap.add_argument("--sanitize-only", action="store_true", help="only the compute-sanitizer runs (another process "
+                    "can run the rest at the same time, e.g. on another GPU)")
     ap.add_argument("--tools", default="memcheck,racecheck,synccheck,initcheck", help="compute-sanitizer tools")
     ap.add_argument("--driver", action="store_true", help="only the sanitizer's representative set")
     ap.add_argument("--out", default=str(ROOT / "results"))
@@ -471,6 +484,15 @@ def main():
     report = dict(device=device, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   command=" ".join([Path(sys.executable).name] + sys.argv), torch=torch.__version__,
                   python=platform.python_version())
+    tag = f"reliability_{device.replace(' ', '_')}_{report['date'][:10]}"
+    if args.sanitize_only:
+        print("compute-sanitizer", flush=True)
+        report["sanitizer"] = sanitize(out_dir, args.tools.split(","))
+        report["driver_cases"] = len(driver_cases())
+        (out_dir / f"sanitizer_{tag[len('reliability_'):]}.json").write_text(json.dumps(report, indent=1))
+        for row in report["sanitizer"]:
+            print(f"| compute-sanitizer {row['tool']} | {len(driver_cases())} | exit {row['exit']} | {row['summary']} |")
+        sys.exit(1 if any(r["exit"] != 0 for r in report["sanitizer"]) else 0)
     print(f"{device}: fuzzing {args.cases} cases (seed {args.seed})", flush=True)
     report["fuzz"] = fuzz(args.cases, args.seed)
     print("graph replay", flush=True)
@@ -483,7 +505,6 @@ def main():
     if args.sanitize:
         print("compute-sanitizer", flush=True)
         report["sanitizer"] = sanitize(out_dir, args.tools.split(","))
-    tag = f"reliability_{device.replace(' ', '_')}_{report['date'][:10]}"
     (out_dir / f"{tag}.json").write_text(json.dumps(report, indent=1))
 
     f = report["fuzz"]

@@ -1,0 +1,139 @@
+"""CPU tests of the end-to-end and load-test tools (scripts/sglang_e2e.py, scripts/sglang_load.py).
+
+The greedy comparison is checked on hand-made runs; the load test's client side (burst,
+mid-stream disconnects, health) against a small fake SGLang HTTP server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import sglang_e2e as e2e  # noqa: E402
+import sglang_load as load  # noqa: E402
+
+
+def run(tokens, logprobs, top2=None):
+    return {"tokens": tokens, "logprobs": logprobs, "top2": top2 or [[] for _ in tokens]}
+
+
+def test_divergence_identical_and_within_tolerance():
+    ref = run([5, 6, 7], [-1.0, -2.0, -3.0])
+    d = e2e.divergence(run([5, 6, 7], [-1.01, -2.0, -3.02]), ref, tol=0.05, tie_tol=0.05)
+    assert d["first_divergence"] is None and d["ok"] and d["max_abs_logprob_diff"] == pytest.approx(0.02)
+    assert not e2e.divergence(run([5, 6, 7], [-1.2, -2.0, -3.0]), ref, tol=0.05, tie_tol=0.05)["ok"]
+
+
+def test_divergence_near_tie_accepted_real_mismatch_refused():
+    ref = run([5, 6, 7], [-1.0, -2.00, -3.0], [[[-1.0, 5], [-4.0, 9]], [[-2.00, 6], [-2.03, 8]], [[-3.0, 7], [-5.0, 1]]])
+    tie = e2e.divergence(run([5, 8, 1], [-1.0, -2.03, -9.0]), ref, tol=0.05, tie_tol=0.05)
+    assert tie["first_divergence"] == 1 and tie["near_tie"] and tie["ok"]
+    assert tie["gap_at_divergence"] == pytest.approx(0.03)
+    far = e2e.divergence(run([9, 6, 7], [-4.0, -2.0, -3.0]), ref, tol=0.05, tie_tol=0.05)  # 3.0 behind
+    assert far["first_divergence"] == 0 and not far["near_tie"] and not far["ok"]
+    unknown = e2e.divergence(run([5, 3, 7], [-1.0, -2.0, -3.0]), ref, tol=0.05, tie_tol=0.05)  # not in top-2
+    assert not unknown["ok"]
+
+
+def test_workload_mix_is_bounded_and_reproducible():
+    a = load.workload(256, 16384, 0, 8192)
+    assert a == load.workload(256, 16384, 0, 8192)
+    lens = [len(p) for p, _ in a]
+    assert max(lens) == 16384 - 80 and min(lens) >= 1
+    assert all(len(p) + n <= 16384 for p, n in a)
+    assert sum(x <= 512 for x in lens) > 128 and sum(x > 4096 for x in lens) >= 2
+    assert all(3 <= t < 8192 for p, _ in a for t in p)
+
+
+class FakeSGLang(BaseHTTPRequestHandler):
+    """Greedy 'model': token k+1 follows token k; logprobs depend only on the prompt."""
+
+    streams_closed = 0
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    @staticmethod
+    def answer(prompt, n):
+        toks = [(prompt[-1] + 1 + i) % 8192 for i in range(n)]
+        return {"meta_info": {"output_token_logprobs": [[-0.5, t, None] for t in toks],
+                              "output_top_logprobs": [[[-0.5, t, None], [-2.0, t + 1, None]] for t in toks]}}
+
+    def do_GET(self):
+        body = b"" if self.path == "/health" else b"{}"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        n = req["sampling_params"]["max_new_tokens"]
+        ids = req["input_ids"]
+        if req.get("stream"):
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for i in range(n):
+                    chunk = f"data: {json.dumps({'i': i})}\n\n".encode()
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.flush()
+                    time.sleep(0.01)
+            except (BrokenPipeError, ConnectionResetError):
+                type(self).streams_closed += 1
+            return
+        res = [self.answer(p, n) for p in ids] if ids and isinstance(ids[0], list) else self.answer(ids, n)
+        body = json.dumps(res).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def fake_server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeSGLang)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv.server_address[1]
+    srv.shutdown()
+
+
+def test_load_client_against_fake_server(fake_server):
+    port = fake_server
+    reqs = load.workload(40, 4096, 1, 8192)
+    refs = {i: load.one(port, p, n, 30) for i, (p, n) in enumerate(reqs)}
+    order = list(range(len(reqs)))[::-1]
+    answers, errors = load.run_all(port, reqs, order, 8, 30)
+    args = SimpleNamespace(logprob_tol=0.05, tie_tol=0.05)
+    r = load.check(answers, errors, order, reqs, refs, args)
+    assert r["ok"] and r["identical"] == 40 and r["mismatches"] == 0
+
+    # a wrong answer is caught, a missing one too
+    bad = dict(answers)
+    bad[3] = dict(bad[3], tokens=[t + 7 for t in bad[3]["tokens"]])
+    del bad[4]
+    r = load.check(bad, {}, order, reqs, refs, args)
+    assert not r["ok"] and r["mismatches"] == 1 and r["answered"] == 39
+
+    assert load.drop_streams(port, [[5, 6], [7]], chunks=3) == 2
+    assert load.health(port)
+
+
+def test_e2e_report_counts_near_ties(capsys):
+    base = {"backend": "flashinfer", "page_size": 1, "startup_s": 1.0,
+            "correctness": [run([5, 6], [-1.0, -2.0], [[[-1.0, 5], [-3.0, 2]], [[-2.0, 6], [-2.01, 8]]])]}
+    other = {"backend": "etap", "page_size": 1, "startup_s": 1.0, "correctness": [run([5, 8], [-1.0, -2.01])]}
+    args = SimpleNamespace(baseline="flashinfer", logprob_tol=0.05, tie_tol=0.05)
+    assert e2e.report({"backends": {"flashinfer": base, "etap": other}}, args)
+    assert other["comparison"]["near_ties"] == 1
+    assert "ok" in capsys.readouterr().out
