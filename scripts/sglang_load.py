@@ -6,11 +6,11 @@ On 127.0.0.1, bounded in count and time:
 
 1. ``--requests`` greedy requests (default 256) with mixed prompt lengths (mostly short, some
    long, one close to the context limit) and output lengths, each sent **alone**, one after the
-   other: the reference answers (tokens, logprobs, top-2 candidates per step);
+   other: the reference answers (tokens, logprobs, the best candidates per step);
 2. the same requests as a **burst**, ``--concurrency`` (default 64) in flight at a time, in a
    shuffled order: every one must be answered with the requested number of tokens, and agree
-   with its reference: identical tokens, or a first difference that is a near tie (the burst's
-   token is the reference's second choice within ``--tie-tol``; the batch shapes differ, so
+   with its reference: identical tokens, or a first difference that is a near tie (both tokens
+   within ``--tie-tol`` in logprob, ``sglang_e2e.tie_rule``; the batch shapes differ, so
    bf16 rounding in the dense layers and the split-KV schedule differs) with logprobs on the
    common prefix within ``--logprob-tol``;
 3. **client disconnects**: ``--disconnects`` streaming requests (long outputs) are opened, read

@@ -22,7 +22,7 @@ import sglang_load as load  # noqa: E402
 
 
 def run(tokens, logprobs, top2=None):
-    return {"tokens": tokens, "logprobs": logprobs, "top2": top2 or [[] for _ in tokens]}
+    return {"tokens": tokens, "logprobs": logprobs, "top": top2 or [[] for _ in tokens]}
 
 
 def test_divergence_identical_and_within_tolerance():
@@ -33,14 +33,29 @@ def test_divergence_identical_and_within_tolerance():
 
 
 def test_divergence_near_tie_accepted_real_mismatch_refused():
-    ref = run([5, 6, 7], [-1.0, -2.00, -3.0], [[[-1.0, 5], [-4.0, 9]], [[-2.00, 6], [-2.03, 8]], [[-3.0, 7], [-5.0, 1]]])
+    ref = run([5, 6, 7], [-1.0, -2.00, -3.0], [[[-1.0, 5], [-4.0, 9]], [[-2.00, 6], [-2.03, 8], [-2.5, 4]], [[-3.0, 7], [-5.0, 1]]])
     tie = e2e.divergence(run([5, 8, 1], [-1.0, -2.03, -9.0]), ref, tol=0.05, tie_tol=0.05)
-    assert tie["first_divergence"] == 1 and tie["near_tie"] and tie["ok"]
+    assert tie["first_divergence"] == 1 and tie["near_tie"] and tie["ok"] and tie["tie_rule"] == "b"
     assert tie["gap_at_divergence"] == pytest.approx(0.03)
     far = e2e.divergence(run([9, 6, 7], [-4.0, -2.0, -3.0]), ref, tol=0.05, tie_tol=0.05)  # 3.0 behind
     assert far["first_divergence"] == 0 and not far["near_tie"] and not far["ok"]
-    unknown = e2e.divergence(run([5, 3, 7], [-1.0, -2.0, -3.0]), ref, tol=0.05, tie_tol=0.05)  # not in top-2
-    assert not unknown["ok"]
+    unknown = e2e.divergence(run([5, 3, 7], [-1.0, -2.0, -3.0]), ref, tol=0.05, tie_tol=0.05)  # not a candidate
+    assert not unknown["ok"] and unknown["tie_rule"] is None
+    lower = e2e.divergence(run([5, 4, 7], [-1.0, -2.0, -3.0]), ref, tol=0.05, tie_tol=0.05)  # b rates it 0.5 lower
+    assert not lower["ok"]
+
+
+def test_divergence_tie_seen_from_either_side_or_crowded():
+    # three tokens with one bf16 logit: each run lists two of them and picks a different one
+    ref = run([1, 3924], [-1.0, -6.8693], [[[-1.0, 1]], [[-6.8693, 5985], [-6.8693, 3924]]])
+    mine = run([1, 260], [-1.0, -6.8693], [[[-1.0, 1]], [[-6.8693, 3924], [-6.8693, 260]]])
+    d = e2e.divergence(mine, ref, tol=0.05, tie_tol=0.05)
+    assert d["ok"] and d["tie_rule"] == "a"
+    mine_no_top = run([1, 260], [-1.0, -6.8693])
+    d = e2e.divergence(mine_no_top, ref, tol=0.05, tie_tol=0.05)
+    assert d["ok"] and d["tie_rule"] == "crowded"
+    d = e2e.divergence(run([1, 260], [-1.0, -7.5]), ref, tol=0.05, tie_tol=0.05)
+    assert not d["ok"]
 
 
 def test_workload_mix_is_bounded_and_reproducible():
@@ -120,7 +135,8 @@ def test_load_client_against_fake_server(fake_server):
 
     # a wrong answer is caught, a missing one too
     bad = dict(answers)
-    bad[3] = dict(bad[3], tokens=[t + 7 for t in bad[3]["tokens"]])
+    bad[3] = dict(bad[3], tokens=[t + 7 for t in bad[3]["tokens"]],
+                  top=[[[lp, t + 7] for lp, t in step] for step in bad[3]["top"]])
     del bad[4]
     r = load.check(bad, {}, order, reqs, refs, args)
     assert not r["ok"] and r["mismatches"] == 1 and r["answered"] == 39
