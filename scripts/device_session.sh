@@ -13,7 +13,9 @@ R=${1:?usage: device_session.sh RESULT_DIR}
 WHEELS=${WHEELS:-/tmp/etap_wheels}
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mkdir -p "$R"
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 FLASHINFER_CUDA_ARCH_LIST=9.0a MAX_JOBS=${MAX_JOBS:-24}
+# etap_integration (the package name of integration/, as pip installs it) for the patched FlashInfer
+mkdir -p /tmp/etap_shim && ln -sfn "$PWD/integration" /tmp/etap_shim/etap_integration
+export PYTHONPATH=/tmp/site:/tmp/etap_shim:$PWD PYTHONUNBUFFERED=1 FLASHINFER_CUDA_ARCH_LIST=9.0a MAX_JOBS=${MAX_JOBS:-24}
 export ETAP_FLASHMLA_SO=/tmp/site/sgl_kernel/flashmla_ops.abi3.so NCCL_NVLS_ENABLE=0
 log() { echo "$(date +%T) $*" >> "$R/progress.log"; }
 step() {  # step NAME LOGFILE COMMAND...
@@ -43,6 +45,8 @@ step e2e-tp2 "$R/e2e_tp2.log" env CUDA_VISIBLE_DEVICES=0,1 $E2E --tp 2 --backend
   step e2e-tp1 "$R/e2e_tp1.log" $E2E --tp 1 --backends etap,flashmla,flashinfer \
     --out "$R/sglang_e2e_tp1.json" --log-dir "$R/logs_tp1"
   step load "$R/load.log" python3 scripts/sglang_load.py --out "$R/sglang_load.json" --log-dir "$R/logs_load"
+  step racecheck-probe "$R/racecheck_probe.log" bash -c "/usr/local/cuda/bin/nvcc -O3 -arch=sm_90a \
+    scripts/racecheck_probe.cu -o /tmp/racecheck_probe && /usr/local/cuda/bin/compute-sanitizer --tool racecheck /tmp/racecheck_probe"
   step sanitizer "$R/sanitizer.log" env ETAP_SANITIZER_TIMEOUT=${ETAP_SANITIZER_TIMEOUT:-420} \
     python3 scripts/reliability.py --sanitize-only --out "$R/sanitizer"
 ) &

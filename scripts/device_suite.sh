@@ -9,7 +9,8 @@ OUT=${1:?usage: device_suite.sh OUT_DIR [WHEEL_DIR ...]}
 shift
 mkdir -p "$OUT"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 FLASHINFER_CUDA_ARCH_LIST=${FLASHINFER_CUDA_ARCH_LIST:-9.0a}
+mkdir -p /tmp/etap_shim && ln -sfn "$PWD/integration" /tmp/etap_shim/etap_integration  # package name of integration/
+export PYTHONPATH=/tmp/site:/tmp/etap_shim:$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 FLASHINFER_CUDA_ARCH_LIST=${FLASHINFER_CUDA_ARCH_LIST:-9.0a}
 for d in "$@"; do python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$d"/*.whl; done
 step() { echo "=== $1"; shift; "$@"; echo "=== exit $?"; }
 step build python3 -c "import etap_kernels; etap_kernels.interface.load_extension()"

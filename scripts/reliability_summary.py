@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -41,8 +42,14 @@ def rows_of(folder: Path) -> list:
     for path in sorted(folder.rglob("sanitizer_*.json")):
         rep = json.loads(path.read_text())
         for s in rep.get("sanitizer", []):
-            rows.append((f"compute-sanitizer {s['tool']}", rep.get("driver_cases", "?"), 0 if s["exit"] == 0 else 1,
-                         f"{s['summary']} ({s['seconds']} s)"))
+            # the tool's own findings ("ERROR SUMMARY: N errors", "RACECHECK SUMMARY: ... (N errors");
+            # an exit status without findings is the driver's (a case outside tolerance)
+            m = re.search(r"(\d+) errors", s["summary"])
+            found = int(m.group(1)) if m else 1
+            note = s["summary"].replace("=========", "").strip()
+            if s["exit"] != 0 and found == 0:
+                note += f"; driver exit {s['exit']} (a case outside its tolerance, not a tool finding)"
+            rows.append((f"compute-sanitizer {s['tool']}", rep.get("driver_cases", "?"), found, f"{note} ({s['seconds']} s)"))
     for path in sorted(folder.rglob("sglang_load.json")):
         rep = json.loads(path.read_text())
         if "error" in rep:

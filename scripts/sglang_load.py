@@ -79,7 +79,7 @@ def run_all(port, reqs, order, concurrency, timeout):
 def check(answers, errors, expected, reqs, refs, args):
     """Every index in ``expected`` answered with its length and agreeing with its reference."""
     rows = {"answered": len(answers), "expected": len(expected), "errors": len(errors), "wrong_length": 0, "identical": 0,
-            "near_ties": 0, "mismatches": 0, "max_abs_logprob_diff": 0.0, "examples": []}
+            "near_ties": 0, "mismatches": 0, "max_abs_logprob_diff": 0.0, "divergent": []}
     for i, a in answers.items():
         if len(a["tokens"]) != reqs[i][1]:
             rows["wrong_length"] += 1
@@ -88,12 +88,13 @@ def check(answers, errors, expected, reqs, refs, args):
         rows["max_abs_logprob_diff"] = max(rows["max_abs_logprob_diff"], d["max_abs_logprob_diff"])
         if d["first_divergence"] is None and d["ok"]:
             rows["identical"] += 1
-        elif d["ok"]:
+            continue
+        if d["ok"]:
             rows["near_ties"] += 1
         else:
             rows["mismatches"] += 1
-            if len(rows["examples"]) < 5:
-                rows["examples"].append({"request": i, "prompt_len": len(reqs[i][0]), **d})
+        # both runs in full, so that any verdict can be re-checked from the results file
+        rows["divergent"].append({"request": i, "prompt_len": len(reqs[i][0]), **d, "answer": a, "reference": refs[i]})
     rows["errors_detail"] = dict(list(errors.items())[:5])
     rows["ok"] = (set(answers) == set(expected) and not errors and not rows["wrong_length"]
                   and not rows["mismatches"])
