@@ -21,7 +21,8 @@ packages already there"). This script, run where PyPI is reachable:
    ``sgl_kernel::moe_fused_gate`` op at module level, which 0.4.6 no longer has; the compat module
    defines them in plain torch (slow but exact; the bf16 DeepSeek decode path does not call them
    except ``moe_fused_gate`` for MoE routing) so that the DeepSeek model imports;
-6. splits the wheels into batches of at most ``--batch-mib`` MiB (default 60) under
+6. adds nvidia-cutlass 4.2.0.0 (ETAP's own build needs its headers) to the first batch and
+   splits the wheels into as few balanced batches of at most ``--batch-mib`` MiB (default 60) under
    ``--dest`` (default ``.whl/sglang``; ``.whl/`` is git-ignored) and writes ``manifest.json``.
 
 Install on the device (see integration/README_sglang.md): copy every batch's wheels into one
@@ -47,6 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SGLANG = "sglang==0.5.10.post1"
 SGLANG_KERNEL = "sglang-kernel==0.4.6"
+CUTLASS = "nvidia-cutlass==4.2.0.0"
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
              "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64",
              "manylinux_2_31_x86_64", "manylinux_2_34_x86_64", "manylinux_2_35_x86_64", "linux_x86_64"]
@@ -305,9 +307,11 @@ def make_stub_wheel(dest: Path, name: str, version: str) -> Path:
     return path
 
 
-def split_batches(wheels, dest: Path, batch_bytes: int):
-    """First-fit-decreasing packing; a wheel larger than a batch is cut into ``.partNN`` pieces
-    (reassemble with ``cat NAME.whl.part* > NAME.whl``)."""
+def split_batches(wheels, dest: Path, batch_bytes: int, first=()):
+    """As few batches as first-fit-decreasing needs, balanced (each wheel to the least-filled
+    batch) so that every transfer leaves room beside the working tree; ``first`` goes into batch 1
+    (what the first device call needs early, e.g. the CUTLASS headers to start the ETAP build).
+    A wheel larger than a batch is cut into ``.partNN`` pieces (``cat NAME.whl.part* > NAME.whl``)."""
     for old in dest.glob("batch-*"):
         shutil.rmtree(old)
     parts_dir = dest / "parts"
@@ -326,17 +330,27 @@ def split_batches(wheels, dest: Path, batch_bytes: int):
                 part.write_bytes(chunk)
                 items.append(part)
                 k += 1
-    batches, sizes = [], []
-    for w in sorted(items, key=lambda p: -p.stat().st_size):
-        size = w.stat().st_size
-        for i, used in enumerate(sizes):
-            if used + size <= batch_bytes:
-                batches[i].append(w)
-                sizes[i] += size
-                break
-        else:
-            batches.append([w])
-            sizes.append(size)
+    def ffd(count=None):
+        batches = [list(first)] + ([[] for _ in range(count - 1)] if count else [])
+        sizes = [sum(w.stat().st_size for w in first)] + ([0] * (count - 1) if count else [])
+        for w in sorted((i for i in items if i not in first), key=lambda p: -p.stat().st_size):
+            size = w.stat().st_size
+            if count:  # balanced: the least-filled batch
+                i = min(range(count), key=lambda k: sizes[k])
+                if sizes[i] + size > batch_bytes:
+                    return None
+            else:
+                i = next((k for k, used in enumerate(sizes) if used + size <= batch_bytes), None)
+                if i is None:
+                    batches.append([])
+                    sizes.append(0)
+                    i = len(sizes) - 1
+            batches[i].append(w)
+            sizes[i] += size
+        return batches, sizes
+
+    batches, sizes = ffd()
+    batches, sizes = ffd(len(batches)) or (batches, sizes)
     out = []
     for i, ws in enumerate(batches, 1):
         bdir = dest / f"batch-{i:02d}"
@@ -370,6 +384,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", default="", help="comma list of image packages to ship anyway (e.g. transformers)")
     ap.add_argument("--exclude", default="", help="comma list of extra packages to leave out")
     ap.add_argument("--no-sglang-kernel", action="store_true")
+    ap.add_argument("--no-cutlass", action="store_true", help="leave out nvidia-cutlass (ETAP's CUTLASS headers)")
     args = ap.parse_args(argv)
 
     python = args.python or find_python312()
@@ -466,8 +481,13 @@ def main(argv=None) -> int:
         for c in kdir.glob("*.whl"):
             c.unlink()
 
-    # 6. batches + manifest
-    batches = split_batches(wheels, dest, int(args.batch_mib * 2**20))
+    # 6. batches + manifest; nvidia-cutlass (ETAP's build) first, so its build can start early
+    first = []
+    if not args.no_cutlass:
+        pip(python, "download", "--no-deps", *target_flags(args.python_version), "-d", str(dl), CUTLASS)
+        first = [next(dl.glob("nvidia_cutlass-4.2.0.0-*.whl"))]
+        wheels.append(first[0])
+    batches = split_batches(wheels, dest, int(args.batch_mib * 2**20), first)
     total = sum(w.stat().st_size for w in wheels)
     manifest = {
         "sglang": SGLANG, "python": args.python_version, "resolver_python": python,

@@ -21,7 +21,7 @@ For each backend spec (``name`` or ``name:page_size``; default ``etap,etap:64,fl
 Then it compares every backend with the baseline (``--baseline``, default flashinfer): identical
 greedy tokens, first divergence, max |logprob difference| on the common prefix; prints a table and
 writes JSON (``--out``, default ``$OUT/sglang_e2e.json`` when ``OUT`` is set, plus a cumulative
-copy in ``/tmp/etap_sglang_e2e_results.json``). Results of earlier runs are kept, so
+copy in ``/tmp/etap_sglang_e2e_<out name>.json``). Results of earlier runs with the same ``--out`` name are kept, so
 ``--backends`` can be split over several calls on the same machine; ``--report`` only re-prints.
 Exit status: 0 when every backend served, matched the baseline within ``--logprob-tol`` on the
 tokens before the first divergence, and every divergence is a near tie (``tie_rule``: the two
@@ -471,8 +471,9 @@ def main(argv=None) -> int:
 
     out_dir = Path(os.environ["OUT"]) if os.environ.get("OUT") else Path.cwd()
     out = args.out or out_dir / "sglang_e2e.json"
-    # $OUT is emptied before every device call: keep the cumulative results beside it as well
-    state = Path(tempfile.gettempdir()) / "etap_sglang_e2e_results.json"
+    # $OUT is emptied before every device call: keep the cumulative results beside it as well,
+    # one file per --out name so that separate experiments (TP, KV dtype) do not mix
+    state = Path(tempfile.gettempdir()) / f"etap_sglang_e2e_{out.stem}.json"
     src = out if out.exists() else state
     results = json.loads(src.read_text()) if src.exists() else {}
     if args.report:

@@ -153,3 +153,24 @@ def test_e2e_report_counts_near_ties(capsys):
     assert e2e.report({"backends": {"flashinfer": base, "etap": other}}, args)
     assert other["comparison"]["near_ties"] == 1
     assert "ok" in capsys.readouterr().out
+
+
+def test_wheelhouse_batches_balanced_with_first_wheel_in_batch_one(tmp_path):
+    import build_sglang_wheelhouse as wh
+
+    src = tmp_path / "src"
+    src.mkdir()
+    sizes = [36, 14, 14, 11, 9, 8, 6, 6, 5, 4, 3, 3, 2, 2, 1, 1, 1, 1]  # KiB, like the real mix in MiB
+    wheels = []
+    for i, kib in enumerate(sizes):
+        w = src / f"pkg{i}-1.0-py3-none-any.whl"
+        w.write_bytes(b"x" * kib * 1024)
+        wheels.append(w)
+    cutlass = src / "nvidia_cutlass-4.2.0.0-py3-none-any.whl"
+    cutlass.write_bytes(b"c" * 6 * 1024)
+    out = wh.split_batches(wheels + [cutlass], tmp_path / "dest", 60 * 1024, [cutlass])
+    assert len(out) == 3  # ceil(139 / 60)
+    assert cutlass.name in out[0]["wheels"]
+    assert sorted(w for b in out for w in b["wheels"]) == sorted(w.name for w in wheels + [cutlass])
+    kib = [b["mib"] * 1024 for b in out]
+    assert max(kib) <= 60 and max(kib) - min(kib) <= 10  # balanced, each leaves room for the tree
