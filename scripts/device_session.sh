@@ -4,7 +4,8 @@
 #   phase 0: install the wheels into /tmp/site, patch sglang and flashinfer, build ETAP
 #   phase 1, both GPUs: SGLang end to end at TP = 2 (etap, flashmla, flashinfer)
 #   phase 2, in parallel
-#     GPU 0: SGLang backend GPU tests, end to end at TP = 1, server under load, compute-sanitizer
+#     GPU 0: SGLang backend GPU tests, end to end at TP = 1 (bf16, then an e4m3 KV cache against
+#            flashmla), server under load, racecheck probe, compute-sanitizer
 #     GPU 1: kernel + FlashInfer-shim GPU tests, reliability, FP8 and bf16 quick benchmarks
 # Run it detached, it outlives one device call:  setsid nohup bash scripts/device_session.sh R &
 # and poll R/progress.log; R/ holds every result file and log.
@@ -45,8 +46,11 @@ step e2e-tp2 "$R/e2e_tp2.log" env CUDA_VISIBLE_DEVICES=0,1 $E2E --tp 2 --backend
   step e2e-tp1 "$R/e2e_tp1.log" $E2E --tp 1 --backends etap,flashmla,flashinfer \
     --out "$R/sglang_e2e_tp1.json" --log-dir "$R/logs_tp1"
   step load "$R/load.log" python3 scripts/sglang_load.py --out "$R/sglang_load.json" --log-dir "$R/logs_load"
+  step e2e-tp1-fp8 "$R/e2e_tp1_fp8.log" $E2E --tp 1 --backends etap,flashmla --baseline flashmla \
+    --server-arg "--kv-cache-dtype fp8_e4m3" --out "$R/sglang_e2e_tp1_fp8.json" --log-dir "$R/logs_tp1_fp8"
   step racecheck-probe "$R/racecheck_probe.log" bash -c "/usr/local/cuda/bin/nvcc -O3 -arch=sm_90a \
-    scripts/racecheck_probe.cu -o /tmp/racecheck_probe && /usr/local/cuda/bin/compute-sanitizer --tool racecheck /tmp/racecheck_probe"
+    scripts/racecheck_probe.cu -o /tmp/racecheck_probe && for m in 0 1 2 3; do \
+    /usr/local/cuda/bin/compute-sanitizer --tool racecheck --print-limit 4 /tmp/racecheck_probe \$m; done"
   step sanitizer "$R/sanitizer.log" env ETAP_SANITIZER_TIMEOUT=${ETAP_SANITIZER_TIMEOUT:-420} \
     python3 scripts/reliability.py --sanitize-only --out "$R/sanitizer"
 ) &

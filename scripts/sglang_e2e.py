@@ -15,7 +15,7 @@ For each backend spec (``name`` or ``name:page_size``; default ``etap,etap:64,fl
    generated tokens and their logprobs (the first token comes from prefill, which every backend
    here runs on FlashInfer MLA; the following ones from decode);
 4. measures decode throughput per batch size: ``bs * (out - 1) / (T(out) - T(1))`` from the
-   server, and optionally ``sglang.bench_one_batch`` (``--bench-one-batch``);
+   server, the median of 5 repeats, and optionally ``sglang.bench_one_batch`` (``--bench-one-batch``);
 5. kills the server (its whole process group) and moves on.
 
 Then it compares every backend with the baseline (``--baseline``, default flashinfer): identical
@@ -313,18 +313,24 @@ def divergence(a: dict, b: dict, tol: float, tie_tol: float) -> dict:
             "ok": worst <= tol and (div is None or rule is not None)}
 
 
-def throughput(port, args):
+def throughput(port, args, repeats: int = 5):
+    """Decode time per step: T(out tokens) - T(1 token) for the same batch, median of ``repeats``."""
     rng = random.Random(args.seed + 1)
     rows = []
     for bs in args.batch_sizes:
         batch = [[rng.randrange(3, args.vocab) for _ in range(args.input_len)] for _ in range(bs)]
         generate(port, batch, 4)  # warm-up
-        t0 = time.perf_counter(); generate(port, batch, 1); t1 = time.perf_counter()
-        generate(port, batch, args.output_len); t2 = time.perf_counter()
-        decode_s = (t2 - t1) - (t1 - t0)
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter(); generate(port, batch, 1); t1 = time.perf_counter()
+            generate(port, batch, args.output_len); t2 = time.perf_counter()
+            samples.append(((t2 - t1) - (t1 - t0), t1 - t0, t2 - t1))
+        samples.sort()
+        decode_s, prefill_s, total_s = samples[len(samples) // 2]
         steps = args.output_len - 1
         rows.append({"batch_size": bs, "input_len": args.input_len, "output_len": args.output_len,
-                     "prefill_s": t1 - t0, "total_s": t2 - t1,
+                     "prefill_s": prefill_s, "total_s": total_s, "repeats": repeats,
+                     "decode_ms_per_step_samples": [round(1e3 * d / steps, 4) for d, _, _ in samples],
                      "decode_ms_per_step": 1e3 * decode_s / steps if decode_s > 0 else None,
                      "decode_tok_per_s": bs * steps / decode_s if decode_s > 0 else None})
     return rows
