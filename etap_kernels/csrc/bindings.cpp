@@ -133,6 +133,11 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
               !std::getenv("ETAP_DISABLE_TMA") && encode_cache_map(&p.tma_nope, k_nope, p.tma_rows) &&
               encode_cache_map(&p.tma_rope, k_rope, p.tma_rows);
 
+  // Experiment, off by default until measured on a GPU: the cp.async path (page sizes < 8, partial
+  // tiles) with one page lookup and base address per row instead of per 16-byte chunk.
+  const char* row_loader = std::getenv("ETAP_ROW_LOADER");
+  p.row_loader = row_loader && row_loader[0] == '1' ? 1 : 0;
+
   p.page_table = page_table.data_ptr<int>();
   p.page_indptr = page_indptr.has_value() ? page_indptr->data_ptr<int>() : nullptr;
   p.page_table_stride = page_table.dim() == 2 ? page_table.stride(0) : 0;

@@ -41,6 +41,7 @@ struct DecodeParams {
   TmaDescriptor tma_rope;
   int use_tma;
   int tma_rows;              // min(page_size, 64); page_size >= 8 divides 64 or is a multiple of 64
+  int row_loader;            // experiment (ETAP_ROW_LOADER=1): cp.async tiles row by row, not chunk by chunk
 
   // Page table: either a block table [b, table_stride] (page_indptr == nullptr)
   // or FlashInfer's kv_indices addressed through page_indptr [b + 1].
