@@ -53,6 +53,10 @@ step e2e-tp2 "$R/e2e_tp2.log" env CUDA_VISIBLE_DEVICES=0,1 $E2E --tp 2 --backend
     /usr/local/cuda/bin/compute-sanitizer --tool racecheck --print-limit 4 /tmp/racecheck_probe \$m; done"
   step sanitizer "$R/sanitizer.log" env ETAP_SANITIZER_TIMEOUT=${ETAP_SANITIZER_TIMEOUT:-420} \
     python3 scripts/reliability.py --sanitize-only --out "$R/sanitizer"
+  # experiment: the KV-split merge on mbarriers, under racecheck
+  step racecheck-merge-mbarrier "$R/racecheck_merge_mbarrier.log" env ETAP_MERGE_MBARRIER=1 \
+    ETAP_SANITIZER_TIMEOUT=${ETAP_SANITIZER_TIMEOUT:-420} python3 scripts/reliability.py --sanitize-only \
+    --tools racecheck --out "$R/sanitizer_merge_mbarrier"
 ) &
 GPU0=$!
 (

@@ -506,6 +506,7 @@ def main():
         print("compute-sanitizer", flush=True)
         report["sanitizer"] = sanitize(out_dir, args.tools.split(","))
         report["driver_cases"] = len(driver_cases())
+        report["env"] = {k: v for k, v in os.environ.items() if k.startswith("ETAP_") and k != "ETAP_SANITIZER_TIMEOUT"}
         (out_dir / f"sanitizer_{tag[len('reliability_'):]}.json").write_text(json.dumps(report, indent=1))
         for row in report["sanitizer"]:
             print(f"| compute-sanitizer {row['tool']} | {len(driver_cases())} | exit {row['exit']} | {row['summary']} |")

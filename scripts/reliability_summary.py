@@ -49,7 +49,9 @@ def rows_of(folder: Path) -> list:
             note = s["summary"].replace("=========", "").strip()
             if s["exit"] != 0 and found == 0:
                 note += f"; driver exit {s['exit']} (a case outside its tolerance, not a tool finding)"
-            rows.append((f"compute-sanitizer {s['tool']}", rep.get("driver_cases", "?"), found, f"{note} ({s['seconds']} s)"))
+            env = " ".join(f"{k}={v}" for k, v in sorted(rep.get("env", {}).items()))
+            rows.append((f"compute-sanitizer {s['tool']}" + (f" ({env})" if env else ""), rep.get("driver_cases", "?"),
+                         found, f"{note} ({s['seconds']} s)"))
     for path in sorted(folder.rglob("sglang_load.json")):
         rep = json.loads(path.read_text())
         if "error" in rep:

@@ -163,6 +163,10 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
   p.num_groups = int(num_groups);
   p.rows_per_wg = int(rows_per_wg);
   p.kv_split = rows_per_wg >= rows_per_group ? 1 : 0;
+  // Experiment: the same merge ordered by mbarriers instead of a 256-thread named barrier (to see
+  // whether compute-sanitizer's racecheck, which flags the named-barrier version, accepts it).
+  const char* merge_mbar = std::getenv("ETAP_MERGE_MBARRIER");
+  p.merge_mbar = merge_mbar && merge_mbar[0] == '1' ? 1 : 0;
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
   p.q_scale = q_scale.has_value() ? q_scale->data_ptr<float>() : nullptr;

@@ -114,6 +114,11 @@ struct alignas(1024) SharedStorage : Fp8Storage<kFp8, N> {
   uint64_t empty[kStages];
   uint64_t q_full;
   uint64_t q_empty;
+  // KV-split merge on mbarriers (experiment ETAP_MERGE_MBARRIER=1): each warpgroup's (m, l)
+  // written; warpgroup 1's O half written to / read from the transfer buffer.
+  uint64_t merge_ml[2];
+  uint64_t xfer_full;
+  uint64_t xfer_empty;
 };
 
 struct Piece {
@@ -682,7 +687,13 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           ml_of(wg)[2 * col_of(c) + 1] = l_run[c];
         }
       }
-      named_barrier_sync(kMergeBarrier, 256);
+      if (p.merge_mbar) {  // every piece merges once: phase = piece_idx
+        mbar_arrive(&ss.merge_ml[wg]);
+        mbar_wait(&ss.merge_ml[0], piece_idx & 1);
+        mbar_wait(&ss.merge_ml[1], piece_idx & 1);
+      } else {
+        named_barrier_sync(kMergeBarrier, 256);
+      }
       float scale_own[kCols];
 #pragma unroll
       for (int c = 0; c < kCols; ++c) {
@@ -706,7 +717,12 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
             for (int v = 0; v < kV; ++v)
               xfer[(mi * kV + v) * 128 + tid] = accO(v, h * kHalf + mi, 0) * scale_own[slot_of_value(v)];
         }
-        named_barrier_sync(kMergeBarrier, 256);
+        if (p.merge_mbar) {  // two hand-offs per piece: phase parity = h
+          if (wg == 1) mbar_arrive(&ss.xfer_full);
+          else mbar_wait(&ss.xfer_full, h);
+        } else {
+          named_barrier_sync(kMergeBarrier, 256);
+        }
         if (wg == 0) {
 #pragma unroll
           for (int mi = 0; mi < kHalf; ++mi)
@@ -715,7 +731,12 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
               accO(v, h * kHalf + mi, 0) =
                   accO(v, h * kHalf + mi, 0) * scale_own[slot_of_value(v)] + xfer[(mi * kV + v) * 128 + tid];
         }
-        named_barrier_sync(kMergeBarrier, 256);
+        if (p.merge_mbar) {
+          if (wg == 0) mbar_arrive(&ss.xfer_empty);
+          else mbar_wait(&ss.xfer_empty, h);
+        } else {
+          named_barrier_sync(kMergeBarrier, 256);
+        }
       }
       if (wg == 1) {  // warpgroup 0 writes the merged rows
         mbar_arrive(&ss.q_empty);
@@ -833,6 +854,10 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
     }
     mbar_init(&ss.q_full, 128);
     mbar_init(&ss.q_empty, 256);
+    mbar_init(&ss.merge_ml[0], 128);
+    mbar_init(&ss.merge_ml[1], 128);
+    mbar_init(&ss.xfer_full, 128);
+    mbar_init(&ss.xfer_empty, 128);
     fence_mbarrier_init();
   }
   __syncthreads();
