@@ -70,6 +70,12 @@ GPU0=$!
   # experiment: the row loader on the cp.async path (page size 1, partial tiles), same process
   step bench-rowloader "$R/bench_rowloader.log" env ETAP_ROW_LOADER=1 python3 scripts/bench_decode.py --grid quick \
     --where "page_size == 1 or ctx <= 8192" --peers fa3 --tag _rowloader --out "$R/bench"
+  # where the time goes: page size 1 (both loaders) and the FP8 headline row, ncu's stall sections
+  NCU="/usr/local/cuda/bin/ncu --kernel-name regex:decode_kernel --launch-skip 3 --launch-count 1 \
+    --section SchedulerStats --section WarpStateStats --section SourceCounters --section MemoryWorkloadAnalysis"
+  step profile-page1 "$R/ncu_page1.txt" $NCU python3 scripts/profile_case.py --page-size 1
+  step profile-page1-rowloader "$R/ncu_page1_rowloader.txt" env ETAP_ROW_LOADER=1 $NCU python3 scripts/profile_case.py --page-size 1
+  step profile-fp8 "$R/ncu_fp8_b16_64k.txt" $NCU python3 scripts/profile_case.py --kv fp8
 ) &
 GPU1=$!
 wait $GPU0 $GPU1
