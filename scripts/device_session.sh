@@ -2,11 +2,12 @@
 # One whole device session on nvidia-h200-x2 (2 GPUs), once SGLang's wheelhouse (+ nvidia-cutlass)
 # has been copied to WHEELS (default /tmp/etap_wheels; see integration/README_sglang.md):
 #   phase 0: install the wheels into /tmp/site, patch sglang and flashinfer, build ETAP
-#   phase 1, both GPUs: SGLang end to end at TP = 2 (etap, flashmla, flashinfer)
-#   phase 2, in parallel
+#   phase 1, in parallel
 #     GPU 0: SGLang backend GPU tests, end to end at TP = 1 (bf16, then an e4m3 KV cache against
 #            flashmla), server under load, racecheck probe, compute-sanitizer
-#     GPU 1: kernel + FlashInfer-shim GPU tests, reliability, FP8 and bf16 quick benchmarks
+#     GPU 1: kernel + FlashInfer-shim GPU tests, reliability, FP8 and bf16 quick benchmarks,
+#            experiments, ncu stall sections
+#   phase 2, both GPUs: SGLang end to end at TP = 2 (etap, flashmla, flashinfer)
 # Run it detached, it outlives one device call:  setsid nohup bash scripts/device_session.sh R &
 # and poll R/progress.log; R/ holds every result file and log.
 set -uo pipefail
@@ -37,9 +38,6 @@ step patch-flashinfer "$R/patch_flashinfer.log" python3 scripts/apply_flashinfer
 step build "$R/build.log" python3 -c "import etap_kernels; etap_kernels.interface.load_extension(); print('built')" || exit 1
 
 E2E="python3 scripts/sglang_e2e.py --num-prompts 12 --batch-sizes 1,8,32 --startup-timeout 400"
-step e2e-tp2 "$R/e2e_tp2.log" env CUDA_VISIBLE_DEVICES=0,1 $E2E --tp 2 --backends etap,flashmla,flashinfer \
-  --out "$R/sglang_e2e_tp2.json" --log-dir "$R/logs_tp2"
-
 (
   export CUDA_VISIBLE_DEVICES=0
   step sglang-backend-tests "$R/sglang_backend_tests.log" python3 -m pytest -q -rs tests/test_sglang_backend_gpu.py
@@ -79,5 +77,9 @@ GPU0=$!
 ) &
 GPU1=$!
 wait $GPU0 $GPU1
+# last, on both GPUs (FlashInfer's JIT cache is warm by now: the first server start at TP = 1
+# compiled it while GPU 1 ran the kernel work)
+step e2e-tp2 "$R/e2e_tp2.log" env CUDA_VISIBLE_DEVICES=0,1 $E2E --tp 2 --backends etap,flashmla,flashinfer \
+  --out "$R/sglang_e2e_tp2.json" --log-dir "$R/logs_tp2"
 python3 scripts/reliability_summary.py "$R" --json "$R/reliability_summary.json" > "$R/reliability_summary.md" 2>&1
 log "done"
