@@ -162,6 +162,24 @@ def flashinfer_calls(case: Case, backend: str):
     return calls
 
 
+def flash_attn3_calls(case: Case):
+    """FlashAttention-3's MLA path as SGLang's ``fa3`` backend calls it: sgl_kernel's
+    ``flash_attn_with_kvcache(q=q_rope, k_cache=k_rope, v_cache=c_kv, qv=q_nope, page_table=...)``
+    (needs ``sgl_kernel/flash_ops.abi3.so``, which the trimmed wheelhouse leaves out; see README)."""
+    if case.fp8:
+        return None
+    try:
+        from sgl_kernel.flash_attn import flash_attn_with_kvcache
+    except Exception:  # noqa: BLE001 - sgl_kernel or its FA3 library not here
+        return None
+    q_nope, q_rope = case.q[..., :512], case.q[..., 512:]
+    c_kv, k_rope = case.k_cache[..., :512], case.k_cache[..., 512:]
+    return [(lambda bt=bt: flash_attn_with_kvcache(q=q_rope, k_cache=k_rope, v_cache=c_kv, qv=q_nope, page_table=bt,
+                                                   cache_seqlens=case.seqlens, softmax_scale=576 ** -0.5,
+                                                   causal=case.s_q > 1))
+            for bt in case.block_tables]
+
+
 def triton_calls(case: Case, max_kv_splits: int = 8):
     """SGLang's Triton MLA decode (``--attention-backend triton``), from the sglang wheel: token
     indices (page size 1 view of the pool), SGLang's default 8 KV splits and its split heuristic."""
@@ -195,9 +213,31 @@ def triton_calls(case: Case, max_kv_splits: int = 8):
     for bt in case.block_tables:
         tok = (bt.long()[:, :, None] * P + torch.arange(P, device="cuda")).view(case.b, -1)
         idx = tok[pos[None, :] < case.seqlens[:, None].long()].contiguous()
-        calls.append(lambda idx=idx: decode_attention_fwd(q, k_buffer, v_buffer, out, kv_indptr, idx, logits, lse,
-                                                          num_kv_splits, max_kv_splits, 576 ** -0.5, 1.0, 1.0))
+        calls.append(lambda idx=idx: (decode_attention_fwd(q, k_buffer, v_buffer, out, kv_indptr, idx, logits, lse,
+                                                           num_kv_splits, max_kv_splits, 576 ** -0.5, 1.0, 1.0), out)[1])
     return calls
+
+
+def output_errors(case: Case, impls: dict) -> dict:
+    """RMSE and relative error of each implementation's output against the float64 reference on
+    the case's first page table (the inputs every implementation saw)."""
+    from etap_kernels.reference import mla_decode_reference
+
+    kv_scale = float(case.kv_scale) if case.fp8 else 1.0
+    ref, _ = mla_decode_reference(case.q[..., :512], case.q[..., 512:], case.k_cache[:, :, 0, :512],
+                                  case.k_cache[:, :, 0, 512:], case.seqlens, block_table=case.block_tables[0],
+                                  causal=case.s_q > 1, kv_scale=kv_scale)
+    ref = ref.reshape(-1)
+    errors = {}
+    for name, calls in impls.items():
+        if not calls:
+            continue
+        res = calls[0]()
+        out = res[0] if isinstance(res, (tuple, list)) else res
+        torch.cuda.synchronize()
+        diff = out.reshape(-1).double() - ref  # every implementation's output is [b, s_q, h_q, 512] in order
+        errors[name] = dict(rmse=float(diff.square().mean().sqrt()), rel_err=float(diff.norm() / ref.norm()))
+    return errors
 
 
 def grid(name: str):
@@ -227,11 +267,14 @@ def main():
     ap.add_argument("--where", default=None, help="keep rows where this Python expression over the row's "
                     "fields is true, e.g. 'page_size == 1'")
     ap.add_argument("--tag", default="", help="suffix for the result file names")
+    ap.add_argument("--rmse", action="store_true", help="also the RMSE and relative error of each output against "
+                    "the float64 reference on the same inputs (columns rmse, rel_err)")
     ap.add_argument("--kv", default="bf16", choices=("bf16", "fp8"),
                     help="cache dtype: bf16, or e4m3 (peers: FlashMLA's FP8 path only)")
-    ap.add_argument("--peers", default="flashmla,fa2,fa3,fi_etap,triton",
-                    help="comma list of flashmla, fa2, fa3, fi_etap (ETAP via the patched FlashInfer wrapper), "
-                         "triton (SGLang's Triton MLA decode, when sglang is importable)")
+    ap.add_argument("--peers", default="flashmla,fa2,fa3,fi_etap,triton,flash_attn3",
+                    help="comma list of flashmla, fa2, fa3 (FlashInfer's), fi_etap (ETAP via the patched FlashInfer "
+                         "wrapper), triton (SGLang's Triton MLA decode), flash_attn3 (FlashAttention-3's MLA path "
+                         "from sgl_kernel); peers that are not importable are skipped")
     args = ap.parse_args()
     peers = args.peers.split(",") if args.peers else []
     ensure_integration_importable()
@@ -243,6 +286,8 @@ def main():
     print(f"{device}: copy {copy_gbs:.0f} GB/s", flush=True)
     results, skipped = [], set()
     header = f"{'b':>4} {'s_q':>3} {'h':>4} {'ctx':>7} {'page':>4} {'mix':>3} | {'impl':8} {'us':>9} {'GB/s':>6} {'%copy':>6} {'TF/s':>6} {'etap x':>7}"
+    if args.rmse:
+        header += f" {'rmse':>9}"
     print(header, flush=True)
     rows = grid(args.grid)
     if args.where:
@@ -253,6 +298,11 @@ def main():
         impls = {"etap": etap_calls(case)}
         if "flashmla" in peers:
             impls["flashmla"] = flashmla_calls(case, flashmla)
+        if "flash_attn3" in peers:
+            try:
+                impls["flash_attn3"] = flash_attn3_calls(case)
+            except Exception as exc:  # noqa: BLE001
+                skipped.add(f"flash_attn3: {type(exc).__name__}: {str(exc)[:120]}")
         if "triton" in peers:
             try:
                 impls["triton"] = triton_calls(case)
@@ -265,9 +315,16 @@ def main():
                 except Exception as exc:  # noqa: BLE001 - a peer refusing a shape is a result, not a crash
                     skipped.add(f"fi_{backend}: {type(exc).__name__}: {str(exc)[:120]}")
                     impls[f"fi_{backend}"] = None
+        errors = {}
+        if args.rmse:
+            try:
+                errors = output_errors(case, impls)
+            except Exception as exc:  # noqa: BLE001 - a peer failing here is recorded, timing goes on
+                skipped.add(f"rmse: {type(exc).__name__}: {str(exc)[:120]}")
         times = {}
         for name, calls in impls.items():
             if calls is None:
+                skipped.add(f"{name}: not run on some rows (not importable here, or not for this shape)")
                 continue
             try:
                 times[name] = graph_time(calls)
@@ -282,11 +339,13 @@ def main():
             gbs = case.io_bytes / t / 1e9
             rec = dict(row, mixed=row.get("mixed", False), impl=name, us=t * 1e6, gbs=gbs,
                        pct_copy=100 * gbs / copy_gbs, tflops=case.flops / t / 1e12,
-                       etap_speedup=times[name] / times["etap"] if "etap" in times else None)
+                       etap_speedup=times[name] / times["etap"] if "etap" in times else None,
+                       rmse=errors.get(name, {}).get("rmse"), rel_err=errors.get(name, {}).get("rel_err"))
             results.append(rec)
             print(f"{row['b']:>4} {row['s_q']:>3} {row['h_q']:>4} {row['ctx']:>7} {row['page_size']:>4} "
                   f"{'y' if rec['mixed'] else '':>3} | {name:8} {rec['us']:9.1f} {gbs:6.0f} {rec['pct_copy']:6.1f} "
-                  f"{rec['tflops']:6.1f} {rec['etap_speedup'] or 0:7.2f}", flush=True)
+                  f"{rec['tflops']:6.1f} {rec['etap_speedup'] or 0:7.2f}"
+                  + (f" {rec['rmse']:9.2e}" if rec["rmse"] is not None else ""), flush=True)
         del case, impls
         torch.cuda.empty_cache()
     meta = dict(device=device, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -65,6 +65,8 @@ GPU0=$!
   step reliability "$R/reliability.log" python3 scripts/reliability.py --cases "${ETAP_FUZZ_CASES:-1000}" --out "$R/reliability"
   step bench-fp8 "$R/bench_fp8.log" python3 scripts/bench_decode.py --grid quick --kv fp8 --peers flashmla --out "$R/bench"
   step bench-bf16 "$R/bench_bf16.log" python3 scripts/bench_decode.py --grid quick --out "$R/bench"
+  # the paper's table: b = 16, h_q = 16, its lengths, every peer, output RMSE vs float64
+  step bench-paper "$R/bench_paper.log" python3 scripts/bench_decode.py --grid paper --rmse --out "$R/bench"
   # experiment: the row loader on the cp.async path (page size 1, partial tiles), same process
   step bench-rowloader "$R/bench_rowloader.log" env ETAP_ROW_LOADER=1 python3 scripts/bench_decode.py --grid quick \
     --where "page_size == 1 or ctx <= 8192" --peers fa3 --tag _rowloader --out "$R/bench"

@@ -23,7 +23,7 @@ import bench_decode as bench  # noqa: E402
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--impl", default="etap", help="etap, flashmla, fi_fa2, fi_fa3, triton")
+    ap.add_argument("--impl", default="etap", help="etap, flashmla, fi_fa2, fi_fa3, triton, flash_attn3")
     ap.add_argument("--b", type=int, default=16)
     ap.add_argument("--s-q", type=int, default=1)
     ap.add_argument("--h-q", type=int, default=16)
@@ -44,6 +44,8 @@ def main(argv=None) -> int:
         calls = bench.flashinfer_calls(case, args.impl[3:])
     elif args.impl == "triton":
         calls = bench.triton_calls(case)
+    elif args.impl == "flash_attn3":
+        calls = bench.flash_attn3_calls(case)
     else:
         sys.exit(f"unknown --impl {args.impl}")
     if not calls:
