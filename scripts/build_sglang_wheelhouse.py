@@ -286,6 +286,40 @@ def trim_sglang_kernel(src: Path, dest_dir: Path) -> Path:
     return out
 
 
+def pack_fa3(full_wheel: Path, dest: Path, part_bytes: int) -> dict:
+    """FlashAttention-3 (``sgl_kernel/flash_ops.abi3.so``, 1.07 GB, left out of the trimmed wheel)
+    as xz-compressed parts of at most ``part_bytes`` each under ``dest/fa3``, for the FA3 MLA
+    baseline of scripts/bench_decode.py. Reassemble on the device with scripts/unpack_fa3.py."""
+    out_dir = dest / "fa3"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    raw = out_dir / "flash_ops.abi3.so"
+    with zipfile.ZipFile(full_wheel) as z, z.open("sgl_kernel/flash_ops.abi3.so") as src, open(raw, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 24)
+    sha = hashlib.sha256(raw.read_bytes()).hexdigest()
+    xz = out_dir / "flash_ops.abi3.so.xz"
+    if shutil.which("xz"):
+        subprocess.run(["xz", "-6", "-T0", "-f", "-k", str(raw)], check=True)
+    else:
+        import lzma
+
+        with open(raw, "rb") as src, lzma.open(xz, "wb", preset=6) as dst:
+            shutil.copyfileobj(src, dst, 1 << 24)
+    size = raw.stat().st_size
+    raw.unlink()
+    parts = []
+    with open(xz, "rb") as f:
+        while chunk := f.read(part_bytes):
+            part = out_dir / f"flash_ops.abi3.so.xz.part{len(parts):02d}"
+            part.write_bytes(chunk)
+            parts.append(part.name)
+    xz.unlink()
+    info = {"file": "sgl_kernel/flash_ops.abi3.so", "bytes": size, "sha256": sha, "parts": parts,
+            "source": full_wheel.name}
+    (out_dir / "fa3.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
 # Stand-ins for the image's torch family during resolution: a requirement on torch must be met by
 # the image's torch 2.11.0, not by PyPI's wheel (whose CUDA pins, e.g. nvidia-nccl-cu13==2.28.9,
 # are not all on PyPI and would drag the resolution elsewhere). A local version label sorts above
@@ -385,6 +419,8 @@ def main(argv=None) -> int:
     ap.add_argument("--exclude", default="", help="comma list of extra packages to leave out")
     ap.add_argument("--no-sglang-kernel", action="store_true")
     ap.add_argument("--no-cutlass", action="store_true", help="leave out nvidia-cutlass (ETAP's CUTLASS headers)")
+    ap.add_argument("--fa3", action="store_true", help="also pack sgl_kernel's FlashAttention-3 library (xz parts "
+                    "under DEST/fa3, one transfer each) for the FA3 MLA baseline")
     args = ap.parse_args(argv)
 
     python = args.python or find_python312()
@@ -478,6 +514,8 @@ def main(argv=None) -> int:
         kernel_note = {"source_mib": round(cached[0].stat().st_size / 2**20, 1),
                        "trimmed_mib": round(trimmed.stat().st_size / 2**20, 1),
                        "removed": TRIM_PATTERNS, "compat_module": f"sgl_kernel/{COMPAT_MODULE}.py"}
+        if args.fa3:
+            kernel_note["fa3"] = pack_fa3(cached[0], dest, int(args.batch_mib * 2**20))
         for c in kdir.glob("*.whl"):
             c.unlink()
 

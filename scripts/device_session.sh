@@ -33,6 +33,10 @@ step() {  # step NAME LOGFILE COMMAND...
 if [ ! -d /tmp/site/sglang ]; then
   step install "$R/install.log" python3 -m pip install --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl
 fi
+if [ -f "${FA3_PARTS:-/tmp/etap_fa3}/fa3.json" ] && [ ! -f /tmp/site/sgl_kernel/flash_ops.abi3.so ]; then
+  # FlashAttention-3 for the FA3 MLA baseline (build_sglang_wheelhouse.py --fa3; a transfer per part)
+  step unpack-fa3 "$R/unpack_fa3.log" python3 scripts/unpack_fa3.py "${FA3_PARTS:-/tmp/etap_fa3}" --site-dir /tmp/site
+fi
 step patch-sglang "$R/patch_sglang.log" python3 scripts/apply_sglang_patch.py --site-dir /tmp/site
 step patch-flashinfer "$R/patch_flashinfer.log" python3 scripts/apply_flashinfer_patch.py --site-dir /tmp/site
 step build "$R/build.log" python3 -c "import etap_kernels; etap_kernels.interface.load_extension(); print('built')" || exit 1

@@ -174,3 +174,25 @@ def test_wheelhouse_batches_balanced_with_first_wheel_in_batch_one(tmp_path):
     assert sorted(w for b in out for w in b["wheels"]) == sorted(w.name for w in wheels + [cutlass])
     kib = [b["mib"] * 1024 for b in out]
     assert max(kib) <= 60 and max(kib) - min(kib) <= 10  # balanced, each leaves room for the tree
+
+
+def test_fa3_pack_and_unpack_round_trip(tmp_path):
+    import zipfile
+
+    import build_sglang_wheelhouse as wh
+    import unpack_fa3
+
+    import random
+
+    payload = random.Random(0).randbytes(100_000) + b"tail"  # incompressible: several 16 KiB parts
+    wheel = tmp_path / "sglang_kernel-0.4.6-cp310-abi3-manylinux2014_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("sgl_kernel/flash_ops.abi3.so", payload)
+    info = wh.pack_fa3(wheel, tmp_path / "dest", part_bytes=2**20 // 64)
+    assert len(info["parts"]) >= 2 and info["bytes"] == len(payload)
+    site = tmp_path / "site"
+    (site / "sgl_kernel").mkdir(parents=True)
+    assert unpack_fa3.main([str(tmp_path / "dest" / "fa3"), "--site-dir", str(site)]) == 0
+    assert (site / "sgl_kernel" / "flash_ops.abi3.so").read_bytes() == payload
+    (tmp_path / "dest" / "fa3" / info["parts"][-1]).unlink()  # a lost transfer is refused
+    assert unpack_fa3.main([str(tmp_path / "dest" / "fa3"), "--site-dir", str(site)]) == 1
