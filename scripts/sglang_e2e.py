@@ -440,19 +440,31 @@ def report(results, args) -> bool:
     return ok
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--backends", default=DEFAULT_BACKENDS, help="comma list of name[:page_size] (default %(default)s)")
-    p.add_argument("--baseline", default="flashinfer")
+def add_model_server_args(p: argparse.ArgumentParser, context_length: int) -> None:
+    """The model this script writes and how its servers start (shared with sglang_load.py)."""
     p.add_argument("--tp", type=int, default=1)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--hidden", type=int, default=1024)
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--moe", action="store_true", help="layers after the first are tiny MoE (8 experts, top-2)")
     p.add_argument("--dummy-weights", action="store_true", help="use --load-format dummy (tiny weights, weak check)")
-    p.add_argument("--context-length", type=int, default=8192)
+    p.add_argument("--context-length", type=int, default=context_length)
     p.add_argument("--page-size", type=int, default=1, help="page size for specs without one (flashmla: 64)")
     p.add_argument("--mem-fraction", type=float, default=0.6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--startup-timeout", type=float, default=420)
+    p.add_argument("--piecewise-cuda-graph", action="store_true", help="keep SGLang's piecewise (prefill) CUDA graph")
+    p.add_argument("--launcher", choices=["auto", "patched", "register"], default="auto",
+                   help="patched: python -m sglang.launch_server; register: ETAP's wrapper for unpatched sglang")
+    p.add_argument("--server-arg", action="append", default=[], help="extra server arguments (repeatable)")
+    p.add_argument("--model-dir", type=Path, default=None)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backends", default=DEFAULT_BACKENDS, help="comma list of name[:page_size] (default %(default)s)")
+    p.add_argument("--baseline", default="flashinfer")
+    add_model_server_args(p, context_length=8192)
     p.add_argument("--num-prompts", type=int, default=12)
     p.add_argument("--check-tokens", type=int, default=24, help="greedy tokens compared per prompt")
     p.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
@@ -461,15 +473,8 @@ def main(argv=None) -> int:
     p.add_argument("--logprob-tol", type=float, default=0.05)
     p.add_argument("--tie-tol", type=float, default=0.05,
                    help="a differing greedy token is accepted only as a near tie: both tokens within this logprob of each other")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--startup-timeout", type=float, default=420)
     p.add_argument("--bench-one-batch", action="store_true", help="also run sglang.bench_one_batch per backend")
     p.add_argument("--bench-timeout", type=float, default=300)
-    p.add_argument("--piecewise-cuda-graph", action="store_true", help="keep SGLang's piecewise (prefill) CUDA graph")
-    p.add_argument("--launcher", choices=["auto", "patched", "register"], default="auto",
-                   help="patched: python -m sglang.launch_server; register: ETAP's wrapper for unpatched sglang")
-    p.add_argument("--server-arg", action="append", default=[], help="extra server arguments (repeatable)")
-    p.add_argument("--model-dir", type=Path, default=None)
     p.add_argument("--log-dir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--report", action="store_true", help="only re-print the results in --out")
