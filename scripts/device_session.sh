@@ -74,6 +74,9 @@ GPU0=$!
   # experiment: the row loader on the cp.async path (page size 1, partial tiles), same process
   step bench-rowloader "$R/bench_rowloader.log" env ETAP_ROW_LOADER=1 python3 scripts/bench_decode.py --grid quick \
     --where "page_size == 1 or ctx <= 8192" --peers fa3 --tag _rowloader --out "$R/bench"
+  # experiment: the consumer warpgroups take turns to issue WGMMAs (16-bit, 16-128 heads)
+  step bench-pingpong "$R/bench_pingpong.log" env ETAP_PINGPONG=1 python3 scripts/bench_decode.py --grid quick \
+    --where "page_size == 64" --peers flashmla,fa3 --tag _pingpong --out "$R/bench"
   # where the time goes: page size 1 (both loaders) and the FP8 headline row, ncu's stall sections
   NCU="/usr/local/cuda/bin/ncu --kernel-name regex:decode_kernel --launch-skip 3 --launch-count 1 \
     --section SchedulerStats --section WarpStateStats --section SourceCounters --section MemoryWorkloadAnalysis"

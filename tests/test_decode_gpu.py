@@ -206,14 +206,14 @@ def test_cuda_graph_replay_with_new_lengths(h_q, s_q, seed):
         assert _rel_err(replay_out, ref_out) < 4e-3
 
 
-@pytest.mark.parametrize("flag", ["ETAP_ROW_LOADER", "ETAP_MERGE_MBARRIER"])
+@pytest.mark.parametrize("flag", ["ETAP_ROW_LOADER", "ETAP_MERGE_MBARRIER", "ETAP_PINGPONG"])
 @pytest.mark.parametrize("page_size", [1, 2, 16, 64])
 @pytest.mark.parametrize("h_q,s_q,dtype", [(16, 1, torch.bfloat16), (128, 2, torch.float16), (8, 1, torch.bfloat16)])
 def test_experiment_flags_bitwise(flag, page_size, h_q, s_q, dtype, seed, monkeypatch):
     """Each experiment switch gives the default path's output bit for bit, and the reference's
     within tolerance (page tails and empty sequences too): ETAP_ROW_LOADER=1 (one page lookup per
     row in the cp.async path), ETAP_MERGE_MBARRIER=1 (the KV-split merge on mbarriers; h_q = 8
-    runs the split)."""
+    runs the split), ETAP_PINGPONG=1 (the consumer warpgroups issue their WGMMAs in turn)."""
     gen = torch.Generator().manual_seed(seed)
     lens = [1000, 0, 63, 4097, 1]
     q, k_cache, ckv, kpe, seqlens, block_table, _, _ = _build(len(lens), s_q, h_q, lens, page_size, dtype,

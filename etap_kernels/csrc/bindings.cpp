@@ -167,6 +167,9 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
   // whether compute-sanitizer's racecheck, which flags the named-barrier version, accepts it).
   const char* merge_mbar = std::getenv("ETAP_MERGE_MBARRIER");
   p.merge_mbar = merge_mbar && merge_mbar[0] == '1' ? 1 : 0;
+  // Experiment: the two consumer warpgroups issue their WGMMAs in turn (16-bit, no KV split).
+  const char* pingpong = std::getenv("ETAP_PINGPONG");
+  p.pingpong = pingpong && pingpong[0] == '1' ? 1 : 0;
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
   p.q_scale = q_scale.has_value() ? q_scale->data_ptr<float>() : nullptr;

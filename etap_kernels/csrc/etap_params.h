@@ -78,6 +78,7 @@ struct DecodeParams {
   // alternate KV tiles (twice the tiles in flight) and merge their softmax states per piece.
   int kv_split;
   int merge_mbar;            // experiment (ETAP_MERGE_MBARRIER=1): the KV-split merge ordered by mbarriers
+  int pingpong;              // experiment (ETAP_PINGPONG=1): the consumer warpgroups take turns to issue WGMMAs
   float scale_log2;          // softmax_scale * log2(e)
   // e4m3 cache only (nullptr = 1): scores use q_scale * kv_scale, the output kv_scale.
   const float* q_scale;

@@ -36,6 +36,7 @@ using namespace cute;
 
 constexpr int kThreads = 384;
 constexpr int kMergeBarrier = 4;  // named barriers: 0 CTA, 1 producer, 2-3 consumer warpgroups
+constexpr int kPingPongBarrier = 5;  // 5, 6: warpgroup 0's and 1's turn to issue WGMMAs (experiment)
 constexpr int kChunksPerRow = kDimQK / 8;  // 16-byte chunks per 576-wide row
 constexpr int kNopeChunks = kDimV / 8;
 
@@ -358,6 +359,18 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   const float kv_scale = kFp8 && p.kv_scale ? *p.kv_scale : 1.f;
   const float s_mul = kFp8 ? 1.f : p.scale_log2;
 
+  // Experiment (ETAP_PINGPONG=1, 16-bit, warpgroups on the same tiles): the two warpgroups take
+  // turns to issue their WGMMAs (S, then O, of every tile), so one's softmax runs under the
+  // other's GEMMs instead of both waiting on the tensor cores at once. Warpgroup 0 goes first.
+  const bool pingpong = !kFp8 && p.pingpong && !p.kv_split;
+  auto my_turn = [&]() {
+    if (pingpong) named_barrier_sync(kPingPongBarrier + wg, 256);
+  };
+  auto your_turn = [&]() {
+    if (pingpong) named_barrier_arrive(kPingPongBarrier + 1 - wg, 256);
+  };
+  if (pingpong && wg == 1) named_barrier_arrive(kPingPongBarrier, 256);
+
   int it = 0, piece_idx = 0, red_parity = 0;
   for_each_piece(p, part, [&](const Piece& pc) {
     const int len = effective_len(p, pc.batch);
@@ -514,6 +527,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         decltype(accS) accS_part[C::kSChains];
 #pragma unroll
         for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(accS_part[ch]);
+        my_turn();
         warpgroup_arrive();
 #pragma unroll
         for (int k = 0; k < size<2>(tSrK); ++k) {
@@ -521,6 +535,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           cute::gemm(mma_s, tSrK(_, _, k), tSrQ(_, _, k), accS_part[k % C::kSChains]);
         }
         warpgroup_commit_batch();
+        your_turn();
         warpgroup_wait<0>();
 #pragma unroll
         for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(accS_part[ch]);
@@ -638,12 +653,14 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       } else {
         Tensor sVt = make_tensor(make_smem_ptr(reinterpret_cast<T*>(tile)), typename C::LayoutVt{});
         Tensor tOrVt = thr_o.partition_fragment_A(sVt);
+        my_turn();
         warpgroup_arrive();
 #pragma unroll
         for (int k = 0; k < size<2>(tOrVt); ++k) {
           cute::gemm(mma_o, tOrVt(_, _, k), tOrP(_, _, k), accO);
         }
         warpgroup_commit_batch();
+        your_turn();
         warpgroup_wait<0>();
       }
       warpgroup_fence_operand(accO);
@@ -837,6 +854,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     mbar_arrive(&ss.q_empty);
     ++piece_idx;
   });
+  if (pingpong && wg == 0) my_turn();  // takes warpgroup 1's last hand-over: no arrival left pending
 }
 
 template <class T, int N, bool kFp8>
