@@ -46,3 +46,34 @@ def test_sanitizer_driver_reaches_every_instance():
         assert {n for d, n, _ in picked if d == dt} == {8, 16, 24, 32}
         assert (dt, 8, True) in picked and (dt, 8, False) in picked  # KV split and row split
     assert {n for d, n, _ in picked if d == "fp8"} == {8, 16}
+
+
+def test_fp8_lse_bound_covers_the_query_quantisation(monkeypatch):
+    """The bound is the q hi/lo e4m3 rounding at 6 sigma: on CPU, quantise q the kernel's way and
+    check that the lse it gives stays inside the bound (and that the bound is not vacuous)."""
+    import torch
+
+    from etap_kernels.reference import mla_decode_reference
+
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)  # build() on the CPU
+    case = dict(dtype="fp8", h_q=16, s_q=1, lens=[300, 1, 77], page_size=16, layout="block_table",
+                strided=True, causal=False, seed=5, kv_scale=0.05)
+    x = R.build(case)
+    bound = R.fp8_lse_bound(x, case)
+    assert bound.shape == (3, 16, 1) and bool((bound > 1e-3).all()) and bool((bound < 0.5).all())
+
+    def quantised(q):  # q * sigma = hi + lo / 16, sigma = 240 / max|q| per row, both parts e4m3
+        q = q.float()
+        sigma = 240.0 / q.abs().amax(-1, keepdim=True)
+        hi = (q * sigma).to(torch.float8_e4m3fn).float()
+        lo = ((q * sigma - hi) * 16).to(torch.float8_e4m3fn).float()
+        return ((hi + lo / 16) / sigma).double()
+
+    q = x["q"]
+    _, lse = mla_decode_reference(q[..., :512], q[..., 512:], x["ckv"], x["kpe"], x["seqlens"],
+                                  block_table=x["block_table"], kv_scale=case["kv_scale"])
+    qq = quantised(q)
+    _, lse_q = mla_decode_reference(qq[..., :512], qq[..., 512:], x["ckv"], x["kpe"], x["seqlens"],
+                                    block_table=x["block_table"], kv_scale=case["kv_scale"])
+    err = (lse_q - lse).abs()
+    assert bool((err < bound).all()) and float((err / bound).max()) < 0.5
