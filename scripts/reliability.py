@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import etap_kernels  # noqa: E402
 from etap_kernels.reference import mla_decode_reference  # noqa: E402
+from reliability_summary import print_table, reliability_rows, sanitizer_rows  # noqa: E402  (scripts/)
 
 FP8 = torch.float8_e4m3fn
 GUARD = 64  # guard elements on each side of out / lse
@@ -508,8 +509,7 @@ def main():
         report["driver_cases"] = len(driver_cases())
         report["env"] = {k: v for k, v in os.environ.items() if k.startswith("ETAP_") and k != "ETAP_SANITIZER_TIMEOUT"}
         (out_dir / f"sanitizer_{tag[len('reliability_'):]}.json").write_text(json.dumps(report, indent=1))
-        for row in report["sanitizer"]:
-            print(f"| compute-sanitizer {row['tool']} | {len(driver_cases())} | exit {row['exit']} | {row['summary']} |")
+        print_table(sanitizer_rows(report))
         sys.exit(1 if any(r["exit"] != 0 for r in report["sanitizer"]) else 0)
     print(f"{device}: fuzzing {args.cases} cases (seed {args.seed})", flush=True)
     report["fuzz"] = fuzz(args.cases, args.seed)
@@ -523,22 +523,14 @@ def main():
     if args.sanitize:
         print("compute-sanitizer", flush=True)
         report["sanitizer"] = sanitize(out_dir, args.tools.split(","))
+        report["driver_cases"] = len(driver_cases())
     (out_dir / f"{tag}.json").write_text(json.dumps(report, indent=1))
 
-    f = report["fuzz"]
-    print("\n| check | cases | failures | notes |\n|---|---|---|---|")
-    print(f"| fuzz vs float64 | {f['cases']} | {f['failures']} | dtypes {f['dtypes']}, pages {f['page_sizes']}, "
-          f"h_q {f['h_q']}, s_q {f['s_q']}, max len {f['max_len']}, {f['zero_len_seqs']} empty seqs |")
-    print(f"| determinism (bitwise) | {f['determinism_checked']} | "
-          f"{sum(1 for c in f['failing_cases'] if 'determin' in c['reason'])} | rerun of every 10th fuzz case |")
-    for g in report["graphs"]:
-        print(f"| CUDA graph replay {g['dtype']} | {g['steps']} | {g['mismatches']} | lengths and page table "
-              f"rewritten each step, bitwise vs eager |")
-    hostile_fail = sum(1 for _, r in report["hostile"] if not r.startswith("ok"))
-    print(f"| hostile inputs | {len(report['hostile'])} | {hostile_fail} | see JSON |")
-    for row in report.get("sanitizer", []):
-        print(f"| compute-sanitizer {row['tool']} | {len(driver_cases())} | exit {row['exit']} | {row['summary']} |")
+    print()
+    print_table(reliability_rows(report) + sanitizer_rows(report))
     print(f"\nwrote {out_dir / tag}.json")
+    f = report["fuzz"]
+    hostile_fail = sum(1 for _, r in report["hostile"] if not r.startswith("ok"))
     failed = f["failures"] or hostile_fail or any(g["mismatches"] for g in report["graphs"]) or any(
         r["exit"] != 0 for r in report.get("sanitizer", []))
     sys.exit(1 if failed else 0)
