@@ -6,7 +6,7 @@
 #     GPU 0: SGLang backend GPU tests, end to end at TP = 1 (bf16, then an e4m3 KV cache against
 #            flashmla), server under load, racecheck probe, compute-sanitizer
 #     GPU 1: kernel + FlashInfer-shim GPU tests, reliability, FP8 and bf16 quick benchmarks,
-#            ncu stall sections
+#            experiments, ncu stall sections
 #   phase 2, both GPUs: SGLang end to end at TP = 2 (etap, flashmla, flashinfer)
 # Run it detached, it outlives one device call:  setsid nohup bash scripts/device_session.sh R &
 # and poll R/progress.log; R/ holds every result file and log.
@@ -55,6 +55,10 @@ E2E="python3 scripts/sglang_e2e.py --num-prompts 12 --batch-sizes 1,8,32 --start
     /usr/local/cuda/bin/compute-sanitizer --tool racecheck --print-limit 4 /tmp/racecheck_probe \$m; done"
   step sanitizer "$R/sanitizer.log" env ETAP_SANITIZER_TIMEOUT=${ETAP_SANITIZER_TIMEOUT:-420} \
     python3 scripts/reliability.py --sanitize-only --out "$R/sanitizer"
+  # experiment: the KV-split merge on mbarriers, under racecheck
+  step racecheck-merge-mbarrier "$R/racecheck_merge_mbarrier.log" env ETAP_MERGE_MBARRIER=1 \
+    ETAP_SANITIZER_TIMEOUT=${ETAP_SANITIZER_TIMEOUT:-420} python3 scripts/reliability.py --sanitize-only \
+    --tools racecheck --out "$R/sanitizer_merge_mbarrier"
 ) &
 GPU0=$!
 (
@@ -67,10 +71,17 @@ GPU0=$!
   step bench-bf16 "$R/bench_bf16.log" python3 scripts/bench_decode.py --grid quick --out "$R/bench"
   # the paper's table: b = 16, h_q = 16, its lengths, every peer, output RMSE vs float64
   step bench-paper "$R/bench_paper.log" python3 scripts/bench_decode.py --grid paper --rmse --out "$R/bench"
-  # where the time goes: page size 1 and the FP8 headline row, ncu's stall sections
+  # experiment: the row loader on the cp.async path (page size 1, partial tiles), same process
+  step bench-rowloader "$R/bench_rowloader.log" env ETAP_ROW_LOADER=1 python3 scripts/bench_decode.py --grid quick \
+    --where "page_size == 1 or ctx <= 8192" --peers fa3 --tag _rowloader --out "$R/bench"
+  # experiment: the consumer warpgroups take turns to issue WGMMAs (16-bit, 16-128 heads)
+  step bench-pingpong "$R/bench_pingpong.log" env ETAP_PINGPONG=1 python3 scripts/bench_decode.py --grid quick \
+    --where "page_size == 64" --peers flashmla,fa3 --tag _pingpong --out "$R/bench"
+  # where the time goes: page size 1 (both loaders) and the FP8 headline row, ncu's stall sections
   NCU="/usr/local/cuda/bin/ncu --kernel-name regex:decode_kernel --launch-skip 3 --launch-count 1 \
     --section SchedulerStats --section WarpStateStats --section SourceCounters --section MemoryWorkloadAnalysis"
   step profile-page1 "$R/ncu_page1.txt" $NCU python3 scripts/profile_case.py --page-size 1
+  step profile-page1-rowloader "$R/ncu_page1_rowloader.txt" env ETAP_ROW_LOADER=1 $NCU python3 scripts/profile_case.py --page-size 1
   step profile-fp8 "$R/ncu_fp8_b16_64k.txt" $NCU python3 scripts/profile_case.py --kv fp8
 ) &
 GPU1=$!

@@ -133,6 +133,11 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
               !std::getenv("ETAP_DISABLE_TMA") && encode_cache_map(&p.tma_nope, k_nope, p.tma_rows) &&
               encode_cache_map(&p.tma_rope, k_rope, p.tma_rows);
 
+  // Experiment, off by default until measured on a GPU: the cp.async path (page sizes < 8, partial
+  // tiles) with one page lookup and base address per row instead of per 16-byte chunk.
+  const char* row_loader = std::getenv("ETAP_ROW_LOADER");
+  p.row_loader = row_loader && row_loader[0] == '1' ? 1 : 0;
+
   p.page_table = page_table.data_ptr<int>();
   p.page_indptr = page_indptr.has_value() ? page_indptr->data_ptr<int>() : nullptr;
   p.page_table_stride = page_table.dim() == 2 ? page_table.stride(0) : 0;
@@ -158,6 +163,13 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
   p.num_groups = int(num_groups);
   p.rows_per_wg = int(rows_per_wg);
   p.kv_split = rows_per_wg >= rows_per_group ? 1 : 0;
+  // Experiment: the same merge ordered by mbarriers instead of a 256-thread named barrier (to see
+  // whether compute-sanitizer's racecheck, which flags the named-barrier version, accepts it).
+  const char* merge_mbar = std::getenv("ETAP_MERGE_MBARRIER");
+  p.merge_mbar = merge_mbar && merge_mbar[0] == '1' ? 1 : 0;
+  // Experiment: the two consumer warpgroups issue their WGMMAs in turn (16-bit, no KV split).
+  const char* pingpong = std::getenv("ETAP_PINGPONG");
+  p.pingpong = pingpong && pingpong[0] == '1' ? 1 : 0;
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
   p.q_scale = q_scale.has_value() ? q_scale->data_ptr<float>() : nullptr;

@@ -36,6 +36,7 @@ using namespace cute;
 
 constexpr int kThreads = 384;
 constexpr int kMergeBarrier = 4;  // named barriers: 0 CTA, 1 producer, 2-3 consumer warpgroups
+constexpr int kPingPongBarrier = 5;  // 5, 6: warpgroup 0's and 1's turn to issue WGMMAs (experiment)
 constexpr int kChunksPerRow = kDimQK / 8;  // 16-byte chunks per 576-wide row
 constexpr int kNopeChunks = kDimV / 8;
 
@@ -114,6 +115,11 @@ struct alignas(1024) SharedStorage : Fp8Storage<kFp8, N> {
   uint64_t empty[kStages];
   uint64_t q_full;
   uint64_t q_empty;
+  // KV-split merge on mbarriers (experiment ETAP_MERGE_MBARRIER=1): each warpgroup's (m, l)
+  // written; warpgroup 1's O half written to / read from the transfer buffer.
+  uint64_t merge_ml[2];
+  uint64_t xfer_full;
+  uint64_t xfer_empty;
 };
 
 struct Piece {
@@ -254,6 +260,34 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
         if (tid != 0) mbar_arrive(&ss.full[stage]);
         continue;
       }
+      if constexpr (!kFp8) {  // (the e4m3 instances spill with a second copy loop: not there yet)
+        if (p.row_loader) {
+          // Thread (warp w, lane l) copies rows r = 16 i + 4 w + l / 8 (i = 0..3) and, of each,
+          // the 16-byte unit u = l % 8 of every 64-column block: one page lookup and one base
+          // address per row, then copies at constant offsets (the loop below does both per chunk).
+          const int u = tid % 8;
+          // 64-column blocks of the swizzled tile lie block_bytes apart, at the same offset
+          const int block_bytes =
+              int(reinterpret_cast<uint8_t*>(&sKV(0, 64)) - reinterpret_cast<uint8_t*>(&sKV(0, 0)));
+#pragma unroll
+          for (int i = 0; i < kTileKV / 16; ++i) {
+            const int r = 16 * i + 4 * (tid / 32) + (tid % 32) / 8;
+            const int page = page_at(r);
+            const bool ok = page >= 0;
+            const int slot = slot_of(t * kTileKV + r);
+            const KvT* nope = ok ? k_nope + page * p.k_nope_page_stride + slot * p.k_nope_row_stride : k_nope;
+            const KvT* rope = ok ? k_rope + page * p.k_rope_page_stride + slot * p.k_rope_row_stride : k_nope;
+            uint8_t* dst = reinterpret_cast<uint8_t*>(&sKV(r, u * 8));
+#ifndef ETAP_EXP_NO_LOAD
+#pragma unroll
+            for (int d = 0; d < kDimV / 64; ++d) cp_async_16(dst + d * block_bytes, nope + d * 64 + u * 8, ok);
+            cp_async_16(dst + (kDimV / 64) * block_bytes, rope + u * 8, ok);
+#endif
+          }
+          cp_async_arrive_noinc(&ss.full[stage]);
+          continue;
+        }
+      }
       // 16-byte chunks per row: 72 of bf16/fp16 (8 elements), 36 of e4m3 (16 elements).
       constexpr int kRowChunks = kFp8 ? kDimQK / 16 : kChunksPerRow;
       constexpr int kNope = kFp8 ? kDimV / 16 : kNopeChunks;
@@ -324,6 +358,18 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   // scaled by the cache scale (V = the latent part of K).
   const float kv_scale = kFp8 && p.kv_scale ? *p.kv_scale : 1.f;
   const float s_mul = kFp8 ? 1.f : p.scale_log2;
+
+  // Experiment (ETAP_PINGPONG=1, 16-bit, warpgroups on the same tiles): the two warpgroups take
+  // turns to issue their WGMMAs (S, then O, of every tile), so one's softmax runs under the
+  // other's GEMMs instead of both waiting on the tensor cores at once. Warpgroup 0 goes first.
+  const bool pingpong = !kFp8 && p.pingpong && !p.kv_split;
+  auto my_turn = [&]() {
+    if (pingpong) named_barrier_sync(kPingPongBarrier + wg, 256);
+  };
+  auto your_turn = [&]() {
+    if (pingpong) named_barrier_arrive(kPingPongBarrier + 1 - wg, 256);
+  };
+  if (pingpong && wg == 1) named_barrier_arrive(kPingPongBarrier, 256);
 
   int it = 0, piece_idx = 0, red_parity = 0;
   for_each_piece(p, part, [&](const Piece& pc) {
@@ -481,6 +527,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         decltype(accS) accS_part[C::kSChains];
 #pragma unroll
         for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(accS_part[ch]);
+        my_turn();
         warpgroup_arrive();
 #pragma unroll
         for (int k = 0; k < size<2>(tSrK); ++k) {
@@ -488,6 +535,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           cute::gemm(mma_s, tSrK(_, _, k), tSrQ(_, _, k), accS_part[k % C::kSChains]);
         }
         warpgroup_commit_batch();
+        your_turn();
         warpgroup_wait<0>();
 #pragma unroll
         for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(accS_part[ch]);
@@ -605,12 +653,14 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       } else {
         Tensor sVt = make_tensor(make_smem_ptr(reinterpret_cast<T*>(tile)), typename C::LayoutVt{});
         Tensor tOrVt = thr_o.partition_fragment_A(sVt);
+        my_turn();
         warpgroup_arrive();
 #pragma unroll
         for (int k = 0; k < size<2>(tOrVt); ++k) {
           cute::gemm(mma_o, tOrVt(_, _, k), tOrP(_, _, k), accO);
         }
         warpgroup_commit_batch();
+        your_turn();
         warpgroup_wait<0>();
       }
       warpgroup_fence_operand(accO);
@@ -654,7 +704,13 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           ml_of(wg)[2 * col_of(c) + 1] = l_run[c];
         }
       }
-      named_barrier_sync(kMergeBarrier, 256);
+      if (p.merge_mbar) {  // every piece merges once: phase = piece_idx
+        mbar_arrive(&ss.merge_ml[wg]);
+        mbar_wait(&ss.merge_ml[0], piece_idx & 1);
+        mbar_wait(&ss.merge_ml[1], piece_idx & 1);
+      } else {
+        named_barrier_sync(kMergeBarrier, 256);
+      }
       float scale_own[kCols];
 #pragma unroll
       for (int c = 0; c < kCols; ++c) {
@@ -678,7 +734,12 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
             for (int v = 0; v < kV; ++v)
               xfer[(mi * kV + v) * 128 + tid] = accO(v, h * kHalf + mi, 0) * scale_own[slot_of_value(v)];
         }
-        named_barrier_sync(kMergeBarrier, 256);
+        if (p.merge_mbar) {  // two hand-offs per piece: phase parity = h
+          if (wg == 1) mbar_arrive(&ss.xfer_full);
+          else mbar_wait(&ss.xfer_full, h);
+        } else {
+          named_barrier_sync(kMergeBarrier, 256);
+        }
         if (wg == 0) {
 #pragma unroll
           for (int mi = 0; mi < kHalf; ++mi)
@@ -687,7 +748,12 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
               accO(v, h * kHalf + mi, 0) =
                   accO(v, h * kHalf + mi, 0) * scale_own[slot_of_value(v)] + xfer[(mi * kV + v) * 128 + tid];
         }
-        named_barrier_sync(kMergeBarrier, 256);
+        if (p.merge_mbar) {
+          if (wg == 0) mbar_arrive(&ss.xfer_empty);
+          else mbar_wait(&ss.xfer_empty, h);
+        } else {
+          named_barrier_sync(kMergeBarrier, 256);
+        }
       }
       if (wg == 1) {  // warpgroup 0 writes the merged rows
         mbar_arrive(&ss.q_empty);
@@ -788,6 +854,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     mbar_arrive(&ss.q_empty);
     ++piece_idx;
   });
+  if (pingpong && wg == 0) my_turn();  // takes warpgroup 1's last hand-over: no arrival left pending
 }
 
 template <class T, int N, bool kFp8>
@@ -805,6 +872,10 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
     }
     mbar_init(&ss.q_full, 128);
     mbar_init(&ss.q_empty, 256);
+    mbar_init(&ss.merge_ml[0], 128);
+    mbar_init(&ss.merge_ml[1], 128);
+    mbar_init(&ss.xfer_full, 128);
+    mbar_init(&ss.xfer_empty, 128);
     fence_mbarrier_init();
   }
   __syncthreads();

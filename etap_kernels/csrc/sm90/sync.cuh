@@ -75,6 +75,11 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// Arrives on a named barrier without waiting (the waiting side uses named_barrier_sync).
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 // Orders this thread's generic-proxy shared-memory writes before later async-proxy (WGMMA) reads.
 // Named barrier that also ANDs a predicate over the participating threads.
 __device__ __forceinline__ bool named_barrier_and(int id, int threads, bool pred) {
