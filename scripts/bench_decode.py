@@ -16,10 +16,12 @@ Peers that are not importable are skipped and listed as such (see scripts/baseli
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
 import itertools
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -218,7 +220,22 @@ def triton_calls(case: Case, max_kv_splits: int = 8):
     return calls
 
 
-def output_errors(case: Case, impls: dict) -> dict:
+@contextlib.contextmanager
+def switches(env: dict):
+    """ETAP's experiment switches are read at each call (so at graph capture): set them meanwhile."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def output_errors(case: Case, impls: dict, variants: dict | None = None) -> dict:
     """RMSE and relative error of each implementation's output against the float64 reference on
     the case's first page table (the inputs every implementation saw)."""
     from etap_kernels.reference import mla_decode_reference
@@ -232,7 +249,8 @@ def output_errors(case: Case, impls: dict) -> dict:
     for name, calls in impls.items():
         if not calls:
             continue
-        res = calls[0]()
+        with switches((variants or {}).get(name, {})):
+            res = calls[0]()
         out = res[0] if isinstance(res, (tuple, list)) else res
         torch.cuda.synchronize()
         diff = out.reshape(-1).double() - ref  # every implementation's output is [b, s_q, h_q, 512] in order
@@ -275,8 +293,13 @@ def main():
                     help="comma list of flashmla, fa2, fa3 (FlashInfer's), fi_etap (ETAP via the patched FlashInfer "
                          "wrapper), triton (SGLang's Triton MLA decode), flash_attn3 (FlashAttention-3's MLA path "
                          "from sgl_kernel); peers that are not importable are skipped")
+    ap.add_argument("--variants", default="",
+                    help="comma list of ETAP experiment switches to time beside the default, each as its own "
+                         "impl 'etap+NAME' (ETAP_<NAME>=1 while it is captured), '+' joining several: e.g. "
+                         "row_loader,pingpong,lean_arrive,pdl,lean_arrive+pdl")
     args = ap.parse_args()
     peers = args.peers.split(",") if args.peers else []
+    variants = {f"etap+{v}": {f"ETAP_{f.upper()}": "1" for f in v.split("+")} for v in args.variants.split(",") if v}
     ensure_integration_importable()
     if args.kv == "fp8":
         peers = [p for p in peers if p == "flashmla"]
@@ -296,6 +319,8 @@ def main():
         row = dict(row, kv=args.kv)
         case = Case(**row)
         impls = {"etap": etap_calls(case)}
+        for name in variants:
+            impls[name] = etap_calls(case)
         if "flashmla" in peers:
             impls["flashmla"] = flashmla_calls(case, flashmla)
         if "flash_attn3" in peers:
@@ -318,7 +343,7 @@ def main():
         errors = {}
         if args.rmse:
             try:
-                errors = output_errors(case, impls)
+                errors = output_errors(case, impls, variants)
             except Exception as exc:  # noqa: BLE001 - a peer failing here is recorded, timing goes on
                 skipped.add(f"rmse: {type(exc).__name__}: {str(exc)[:120]}")
         times = {}
@@ -327,7 +352,8 @@ def main():
                 skipped.add(f"{name}: not run on some rows (not importable here, or not for this shape)")
                 continue
             try:
-                times[name] = graph_time(calls)
+                with switches(variants.get(name, {})):
+                    times[name] = graph_time(calls)
             except Exception as exc:  # noqa: BLE001 - fall back to back-to-back eager launches
                 skipped.add(f"{name}: timed eagerly, graph capture failed: {type(exc).__name__}: {str(exc)[:100]}")
                 torch.cuda.synchronize()
@@ -351,7 +377,7 @@ def main():
     meta = dict(device=device, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 command="python " + " ".join(sys.argv), copy_gbs=copy_gbs, torch=torch.__version__,
                 cuda=torch.version.cuda, python=platform.python_version(), grid=args.grid,
-                skipped=sorted(skipped), method="CUDA-graph replays, CUDA events, median of 7; rotating page tables")
+                variants=variants, skipped=sorted(skipped), method="CUDA-graph replays, CUDA events, median of 7; rotating page tables")
     if not results:
         sys.exit("no results")
     out_dir = Path(args.out)

@@ -501,13 +501,13 @@ def main():
     device = torch.cuda.get_device_name()
     report = dict(device=device, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   command=" ".join([Path(sys.executable).name] + sys.argv), torch=torch.__version__,
-                  python=platform.python_version())
+                  python=platform.python_version(),
+                  env={k: v for k, v in os.environ.items() if k.startswith("ETAP_") and k != "ETAP_SANITIZER_TIMEOUT"})
     tag = f"reliability_{device.replace(' ', '_')}_{report['date'][:10]}"
     if args.sanitize_only:
         print("compute-sanitizer", flush=True)
         report["sanitizer"] = sanitize(out_dir, args.tools.split(","))
         report["driver_cases"] = len(driver_cases())
-        report["env"] = {k: v for k, v in os.environ.items() if k.startswith("ETAP_") and k != "ETAP_SANITIZER_TIMEOUT"}
         (out_dir / f"sanitizer_{tag[len('reliability_'):]}.json").write_text(json.dumps(report, indent=1))
         print_table(sanitizer_rows(report))
         sys.exit(1 if any(r["exit"] != 0 for r in report["sanitizer"]) else 0)

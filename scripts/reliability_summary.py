@@ -24,7 +24,9 @@ def reliability_rows(rep: dict) -> list:
     f = rep.get("fuzz")
     if f:
         guard = sum("guard" in c.get("reason", "") for c in f["failing_cases"])
-        rows.append(("fuzz vs float64 (guard regions around out/lse)", f["cases"], f["failures"],
+        env = " ".join(f"{k}={v}" for k, v in sorted(rep.get("env", {}).items()))
+        rows.append(("fuzz vs float64 (guard regions around out/lse)" + (f" ({env})" if env else ""), f["cases"],
+                     f["failures"],
                      f"dtypes {f['dtypes']}, page sizes {f['page_sizes']}, h_q {f['h_q']}, s_q {f['s_q']}, "
                      f"layouts {f['layouts']}, {f['strided']} strided, longest {f['max_len']}, "
                      f"{f['zero_len_seqs']} empty sequences; {guard} guard violations"))

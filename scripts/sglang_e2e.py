@@ -498,6 +498,8 @@ def main(argv=None) -> int:
     print(f"model: {model_dir} ({time.time() - t0:.1f}s); launcher: {launcher_module(args)}", flush=True)
     results.setdefault("backends", {})
     results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    # ETAP's kernel switches the servers inherit (scripts/device_session.sh sets them)
+    results["etap_env"] = {k: v for k, v in os.environ.items() if k.startswith("ETAP_")}
     try:
         import torch
 

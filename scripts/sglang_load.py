@@ -168,6 +168,8 @@ def main(argv=None) -> int:
               "requests": len(reqs), "concurrency": args.concurrency,
               "prompt_tokens": sum(len(r[0]) for r in reqs), "output_tokens": sum(r[1] for r in reqs),
               "prompt_len_max": max(len(r[0]) for r in reqs), "command": " ".join(sys.argv)}
+    # ETAP's kernel switches the servers inherit (scripts/device_session.sh sets them)
+    result["etap_env"] = {k: v for k, v in os.environ.items() if k.startswith("ETAP_")}
     try:
         import torch
 

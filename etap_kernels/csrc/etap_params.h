@@ -79,6 +79,8 @@ struct DecodeParams {
   int kv_split;
   int merge_mbar;            // experiment (ETAP_MERGE_MBARRIER=1): the KV-split merge ordered by mbarriers
   int pingpong;              // experiment (ETAP_PINGPONG=1): the consumer warpgroups take turns to issue WGMMAs
+  int lean_arrive;           // experiment (ETAP_LEAN_ARRIVE=1): one mbarrier arrival per warp (count 32), not per thread
+  int pdl;                   // experiment (ETAP_PDL=1): the combine kernel is a programmatic dependent launch
   float scale_log2;          // softmax_scale * log2(e)
   // e4m3 cache only (nullptr = 1): scores use q_scale * kv_scale, the output kv_scale.
   const float* q_scale;

@@ -257,7 +257,11 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
             }
           }
         }
-        if (tid != 0) mbar_arrive(&ss.full[stage]);
+        if (p.lean_arrive) {
+          if (tid == 0) mbar_arrive_count(&ss.full[stage], 127);  // the other producer threads' arrivals
+        } else if (tid != 0) {
+          mbar_arrive(&ss.full[stage]);
+        }
         continue;
       }
       if constexpr (!kFp8) {  // (the e4m3 instances spill with a second copy loop: not there yet)
@@ -370,6 +374,17 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     if (pingpong) named_barrier_arrive(kPingPongBarrier + 1 - wg, 256);
   };
   if (pingpong && wg == 1) named_barrier_arrive(kPingPongBarrier, 256);
+
+  // This thread has finished reading a stage (its WGMMAs waited for): release it to the producer,
+  // per thread, or (ETAP_LEAN_ARRIVE=1) once per warp for all 32 lanes.
+  auto release_stage = [&](int stage) {
+    if (p.lean_arrive) {
+      __syncwarp();
+      if (lane == 0) mbar_arrive_count(&ss.empty[stage], 32);
+    } else {
+      mbar_arrive(&ss.empty[stage]);
+    }
+  };
 
   int it = 0, piece_idx = 0, red_parity = 0;
   for_each_piece(p, part, [&](const Piece& pc) {
@@ -664,7 +679,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         warpgroup_wait<0>();
       }
       warpgroup_fence_operand(accO);
-      mbar_arrive(&ss.empty[stage]);
+      release_stage(stage);
     }
 
     // Row sums: lanes sharing lane%4, then the 4 warps.
@@ -877,6 +892,9 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
     mbar_init(&ss.xfer_full, 128);
     mbar_init(&ss.xfer_empty, 128);
     fence_mbarrier_init();
+    // ETAP_PDL=1: the combine kernel (launched as a programmatic dependent) may start launching;
+    // it waits for this grid's completion before reading the partials.
+    if (p.pdl) pdl_launch_dependents();
   }
   __syncthreads();
 
