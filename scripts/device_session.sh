@@ -19,7 +19,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mkdir -p "$R"
 # etap_integration (the package name of integration/, as pip installs it) for the patched FlashInfer
 mkdir -p /tmp/etap_shim && ln -sfn "$PWD/integration" /tmp/etap_shim/etap_integration
-export PYTHONPATH=/tmp/site:/tmp/etap_shim:$PWD PYTHONUNBUFFERED=1 FLASHINFER_CUDA_ARCH_LIST=9.0a MAX_JOBS=${MAX_JOBS:-24}
+# /tmp/cs: the nvidia-cutlass the early build (call 1) used; the same header path keeps that build valid
+export PYTHONPATH=/tmp/cs:/tmp/site:/tmp/etap_shim:$PWD PYTHONUNBUFFERED=1 FLASHINFER_CUDA_ARCH_LIST=9.0a MAX_JOBS=${MAX_JOBS:-24}
 export ETAP_FLASHMLA_SO=/tmp/site/sgl_kernel/flashmla_ops.abi3.so NCCL_NVLS_ENABLE=0
 log() { echo "$(date +%T) $*" >> "$R/progress.log"; }
 step() {  # step NAME LOGFILE COMMAND...
