@@ -3,12 +3,12 @@
 # has been copied to WHEELS (default /tmp/etap_wheels; see integration/README_sglang.md):
 #   phase 0: install the wheels into /tmp/site, patch sglang and flashinfer, build ETAP
 #   phase 1, in parallel
-#     GPU 0: racecheck probe, compute-sanitizer (default, and every experiment switch on), SGLang
-#            backend GPU tests, server under load, end to end at TP = 1 with an e4m3 KV cache
-#            against flashmla (bf16 TP = 1 too with ETAP_RUN_TP1=1)
-#     GPU 1: kernel + FlashInfer-shim GPU tests (default, and every switch on), bf16 and FP8 quick
-#            benchmarks with each switch as its own column, reliability (switches on), the paper
-#            grid with every peer (FA3 if its parts have arrived), ncu stall sections
+#     GPU 0: racecheck probe, compute-sanitizer (and again with ETAP_SWITCHES), SGLang backend GPU
+#            tests, server under load, end to end at TP = 1 with an e4m3 KV cache against flashmla
+#            (bf16 TP = 1 too with ETAP_RUN_TP1=1)
+#     GPU 1: kernel + FlashInfer-shim GPU tests (and again with ETAP_SWITCHES), bf16 and FP8 quick
+#            benchmarks (ETAP_VARIANTS as extra columns), reliability, the paper grid with every
+#            peer (FA3 if its parts have arrived), ncu stall sections
 #   phase 2 (ETAP_RUN_TP2=1), both GPUs: SGLang end to end at TP = 2 (etap, flashmla, flashinfer)
 # Run it detached, it outlives one device call:  setsid nohup bash scripts/device_session.sh R &
 # and poll R/progress.log; R/ holds every result file and log.
@@ -45,9 +45,10 @@ step patch-flashinfer "$R/patch_flashinfer.log" python3 scripts/apply_flashinfer
 step build "$R/build.log" python3 -c "import etap_kernels; etap_kernels.interface.load_extension(); print('built')" || exit 1
 
 E2E="python3 scripts/sglang_e2e.py --num-prompts 12 --batch-sizes 1,8,32 --startup-timeout 400"
-# Every kernel experiment switch on at once (the bitwise tests compare each alone and all together
-# with the default path); the fuzzing, a second sanitizer pass and the SGLang servers run with them.
-SWITCHES="ETAP_ROW_LOADER=1 ETAP_MERGE_MBARRIER=1 ETAP_PINGPONG=1 ETAP_LEAN_ARRIVE=1 ETAP_PDL=1"
+# Kernel experiment switches (ETAP_<NAME>=1, none on main now): put them here to run the
+# sanitizers' second pass, the switch tests and the servers with them, and time each one with
+# bench_decode.py --variants.
+SWITCHES="${ETAP_SWITCHES:-}"
 (
   export CUDA_VISIBLE_DEVICES=0
   step racecheck-probe "$R/racecheck_probe.log" bash -c "/usr/local/cuda/bin/nvcc -O3 -arch=sm_90a \
@@ -55,8 +56,10 @@ SWITCHES="ETAP_ROW_LOADER=1 ETAP_MERGE_MBARRIER=1 ETAP_PINGPONG=1 ETAP_LEAN_ARRI
     /usr/local/cuda/bin/compute-sanitizer --tool racecheck --print-limit 4 /tmp/racecheck_probe \$m; done"
   step sanitizer "$R/sanitizer.log" env ETAP_SANITIZER_TIMEOUT=${ETAP_SANITIZER_TIMEOUT:-420} \
     python3 scripts/reliability.py --sanitize-only --out "$R/sanitizer"
-  step sanitizer-switches "$R/sanitizer_switches.log" env $SWITCHES ETAP_SANITIZER_TIMEOUT=${ETAP_SANITIZER_TIMEOUT:-420} \
-    python3 scripts/reliability.py --sanitize-only --out "$R/sanitizer_switches"
+  if [ -n "$SWITCHES" ]; then
+    step sanitizer-switches "$R/sanitizer_switches.log" env $SWITCHES ETAP_SANITIZER_TIMEOUT=${ETAP_SANITIZER_TIMEOUT:-420} \
+      python3 scripts/reliability.py --sanitize-only --out "$R/sanitizer_switches"
+  fi
   step sglang-backend-tests "$R/sglang_backend_tests.log" env $SWITCHES python3 -m pytest -q -rs tests/test_sglang_backend_gpu.py
   step load "$R/load.log" env $SWITCHES python3 scripts/sglang_load.py --out "$R/sglang_load.json" --log-dir "$R/logs_load"
   step e2e-tp1-fp8 "$R/e2e_tp1_fp8.log" env $SWITCHES $E2E --tp 1 --backends etap,flashmla --baseline flashmla \
@@ -72,14 +75,16 @@ GPU0=$!
   TESTS="tests/test_decode_gpu.py tests/test_decode_fp8_gpu.py tests/test_flashinfer_gpu.py"
   step gpu-tests "$R/gpu_tests.log" env ETAP_REQUIRE_GPU=1 ETAP_TEST_REPORT="$R/gpu_tests.json" \
     ETAP_TEST_REPORT_FP8="$R/fp8_tests.json" python3 -m pytest -q $TESTS
-  step gpu-tests-switches "$R/gpu_tests_switches.log" env $SWITCHES ETAP_REQUIRE_GPU=1 \
-    ETAP_TEST_REPORT="$R/gpu_tests_switches.json" ETAP_TEST_REPORT_FP8="$R/fp8_tests_switches.json" \
-    python3 -m pytest -q $TESTS -k "not experiment_flags"
-  # every switch alone and together, timed beside the default and the peers in one process
+  if [ -n "$SWITCHES" ]; then
+    step gpu-tests-switches "$R/gpu_tests_switches.log" env $SWITCHES ETAP_REQUIRE_GPU=1 \
+      ETAP_TEST_REPORT="$R/gpu_tests_switches.json" ETAP_TEST_REPORT_FP8="$R/fp8_tests_switches.json" \
+      python3 -m pytest -q $TESTS
+  fi
+  # each switch (ETAP_VARIANTS, e.g. "row_loader,pdl") timed beside the default and the peers
   step bench-bf16 "$R/bench_bf16.log" python3 scripts/bench_decode.py --grid quick --out "$R/bench" \
-    --variants row_loader,pingpong,lean_arrive,pdl,merge_mbarrier,row_loader+pingpong+lean_arrive+pdl+merge_mbarrier
+    --variants "${ETAP_VARIANTS:-}"
   step bench-fp8 "$R/bench_fp8.log" python3 scripts/bench_decode.py --grid quick --kv fp8 --peers flashmla \
-    --out "$R/bench" --variants lean_arrive,pdl,merge_mbarrier,row_loader+lean_arrive+pdl+merge_mbarrier
+    --out "$R/bench" --variants "${ETAP_VARIANTS:-}"
   step reliability "$R/reliability.log" env $SWITCHES python3 scripts/reliability.py \
     --cases "${ETAP_FUZZ_CASES:-1000}" --out "$R/reliability"
   if [ -f "${FA3_PARTS:-/tmp/etap_fa3}/fa3.json" ] && [ ! -f /tmp/site/sgl_kernel/flash_ops.abi3.so ]; then
@@ -87,12 +92,12 @@ GPU0=$!
     step unpack-fa3 "$R/unpack_fa3.log" python3 scripts/unpack_fa3.py "${FA3_PARTS:-/tmp/etap_fa3}" --site-dir /tmp/site
   fi
   # the paper's table: b = 16, h_q = 16, its lengths, every peer, output RMSE vs float64
-  step bench-paper "$R/bench_paper.log" python3 scripts/bench_decode.py --grid paper --rmse --out "$R/bench" \
-    --variants row_loader+pingpong+lean_arrive+pdl+merge_mbarrier
-  # where the time goes: page size 1 (both loaders) and the FP8 headline row, ncu's stall sections
+  step bench-paper "$R/bench_paper.log" python3 scripts/bench_decode.py --grid paper --rmse --out "$R/bench"
+  # where the time goes: page size 1, h_q = 64 and the FP8 headline row, ncu's stall sections
   NCU="/usr/local/cuda/bin/ncu --kernel-name regex:decode_kernel --launch-skip 3 --launch-count 1 \
     --section SchedulerStats --section WarpStateStats --section SourceCounters --section MemoryWorkloadAnalysis"
-  step profile-page1-rowloader "$R/ncu_page1_rowloader.txt" env ETAP_ROW_LOADER=1 $NCU python3 scripts/profile_case.py --page-size 1
+  step profile-page1 "$R/ncu_page1.txt" $NCU python3 scripts/profile_case.py --page-size 1
+  step profile-h64 "$R/ncu_h64.txt" $NCU python3 scripts/profile_case.py --h-q 64
   step profile-fp8 "$R/ncu_fp8_b16_64k.txt" $NCU python3 scripts/profile_case.py --kv fp8
 ) &
 GPU1=$!

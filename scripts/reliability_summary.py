@@ -18,13 +18,17 @@ import sys
 from pathlib import Path
 
 
+# ETAP_* variables that locate things rather than change the kernel: left out of the row labels
+NOT_SWITCHES = {"ETAP_FLASHMLA_SO", "ETAP_CACHE_DIR", "ETAP_SANITIZER_TIMEOUT", "ETAP_REQUIRE_GPU"}
+
+
 def reliability_rows(rep: dict) -> list:
     """Rows of one scripts/reliability.py report: fuzzing, determinism, graphs, hostile inputs."""
     rows = []
     f = rep.get("fuzz")
     if f:
         guard = sum("guard" in c.get("reason", "") for c in f["failing_cases"])
-        env = " ".join(f"{k}={v}" for k, v in sorted(rep.get("env", {}).items()))
+        env = " ".join(f"{k}={v}" for k, v in sorted(rep.get("env", {}).items()) if k not in NOT_SWITCHES)
         rows.append(("fuzz vs float64 (guard regions around out/lse)" + (f" ({env})" if env else ""), f["cases"],
                      f["failures"],
                      f"dtypes {f['dtypes']}, page sizes {f['page_sizes']}, h_q {f['h_q']}, s_q {f['s_q']}, "
@@ -54,7 +58,7 @@ def sanitizer_rows(rep: dict) -> list:
         note = s["summary"].replace("=========", "").strip()
         if s["exit"] != 0 and found == 0:
             note += f"; driver exit {s['exit']} (a case outside its tolerance, not a tool finding)"
-        env = " ".join(f"{k}={v}" for k, v in sorted(rep.get("env", {}).items()))
+        env = " ".join(f"{k}={v}" for k, v in sorted(rep.get("env", {}).items()) if k not in NOT_SWITCHES)
         rows.append((f"compute-sanitizer {s['tool']}" + (f" ({env})" if env else ""), rep.get("driver_cases", "?"),
                      found, f"{note} ({s['seconds']} s)"))
     return rows
@@ -83,11 +87,13 @@ def load_rows(rep: dict) -> list:
 def rows_of(folder: Path) -> list:
     rows = []
     for path in sorted(folder.rglob("reliability_*.json")):
+        if path.name.startswith("reliability_summary"):  # this script's own output
+            continue
         rep = json.loads(path.read_text())
         rows += reliability_rows(rep) + sanitizer_rows(rep)
     for path in sorted(folder.rglob("sanitizer_*.json")):
         rows += sanitizer_rows(json.loads(path.read_text()))
-    for path in sorted(folder.rglob("sglang_load.json")):
+    for path in sorted(folder.rglob("sglang_load*.json")):
         rows += load_rows(json.loads(path.read_text()))
     return rows
 

@@ -206,49 +206,6 @@ def test_cuda_graph_replay_with_new_lengths(h_q, s_q, seed):
         assert _rel_err(replay_out, ref_out) < 4e-3
 
 
-EXPERIMENT_FLAGS = ("ETAP_ROW_LOADER", "ETAP_MERGE_MBARRIER", "ETAP_PINGPONG", "ETAP_LEAN_ARRIVE", "ETAP_PDL")
-
-
-@pytest.mark.parametrize("flag", [*EXPERIMENT_FLAGS, "all"])
-@pytest.mark.parametrize("page_size", [1, 2, 16, 64])
-@pytest.mark.parametrize("h_q,s_q,dtype", [(16, 1, torch.bfloat16), (128, 2, torch.float16), (8, 1, torch.bfloat16),
-                                           (16, 1, "e4m3"), (64, 2, "e4m3")])
-def test_experiment_flags_bitwise(flag, page_size, h_q, s_q, dtype, seed, monkeypatch):
-    """Each experiment switch (and all of them at once) gives the default path's output bit for
-    bit, and the reference's within tolerance (page tails, empty sequences, split sequences):
-    ETAP_ROW_LOADER=1 (one page lookup per row in the cp.async path), ETAP_MERGE_MBARRIER=1 (the
-    KV-split merge on mbarriers; h_q = 8 and e4m3 h_q = 16 run the split), ETAP_PINGPONG=1 (the
-    consumer warpgroups issue their WGMMAs in turn), ETAP_LEAN_ARRIVE=1 (one mbarrier arrival per
-    warp), ETAP_PDL=1 (the combine kernel as a programmatic dependent launch)."""
-    gen = torch.Generator().manual_seed(seed)
-    lens = [1000, 0, 63, 4097, 1]
-    fp8 = dtype == "e4m3"
-    q, k_cache, ckv, kpe, seqlens, block_table, _, _ = _build(len(lens), s_q, h_q, lens, page_size,
-                                                              torch.float32 if fp8 else dtype, "flashmla", gen)
-    kv_scale = None
-    if fp8:  # e4m3 cache over most of its range, bf16 queries and output
-        k_cache = (k_cache * 40.0).clamp(-448, 448).to(torch.float8_e4m3fn)
-        ckv, kpe = k_cache[:, :, 0, :512], k_cache[:, :, 0, 512:]
-        q, dtype = q.to(torch.bfloat16), torch.bfloat16
-        kv_scale = torch.tensor([0.025], dtype=torch.float32, device="cuda")
-    meta, splits = etap_kernels.get_mla_metadata(seqlens, s_q * h_q, 1, is_fp8_kvcache=fp8)
-    outs = []
-    for value in ("0", "1"):
-        for name in EXPERIMENT_FLAGS:
-            monkeypatch.setenv(name, value if flag in (name, "all") else "0")
-        out = torch.full((len(lens), s_q, h_q, 512), float("nan"), dtype=dtype, device="cuda")
-        lse = torch.full((len(lens), h_q, s_q), float("nan"), dtype=torch.float32, device="cuda")
-        etap_kernels.mla_decode(q[..., :512], q[..., 512:], ckv, kpe, seqlens, meta, splits, block_table=block_table,
-                                causal=s_q > 1, out=out, lse=lse, kv_scale=kv_scale)
-        torch.cuda.synchronize()
-        outs.append((out, lse))
-    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1].nan_to_num(), outs[1][1].nan_to_num())
-    ref_out, ref_lse = mla_decode_reference(q[..., :512], q[..., 512:], ckv, kpe, seqlens, block_table=block_table,
-                                            causal=s_q > 1, kv_scale=float(kv_scale) if fp8 else 1.0)
-    assert _rel_err(outs[1][0], ref_out) < (5e-3 if fp8 else 4e-3)
-    _check_lse(outs[1][1], ref_lse, tol=5e-3 if fp8 else 2e-3)
-
-
 def test_gpu_metadata_matches_python_scheduler(seed):
     gen = torch.Generator().manual_seed(seed)
     for b, hi in [(1, 300000), (16, 70000), (64, 5000), (300, 2000), (1024, 300)]:

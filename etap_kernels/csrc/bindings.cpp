@@ -35,12 +35,6 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 // 3-D map (column, slot, page) over one paged cache; false when the driver refuses it.
 // 16-bit caches: 64-column boxes, 128B swizzle. e4m3: 128-byte boxes with 128B swizzle for the
 // latent part and 64-byte boxes with 64B swizzle for the rope part (sm90/fp8_tile.cuh).
-// Experiment switches: ETAP_<NAME>=1 turns one on for the calls (and graph captures) made while set.
-int env_flag(const char* name) {
-  const char* v = std::getenv(name);
-  return v && v[0] == '1' ? 1 : 0;
-}
-
 bool encode_cache_map(etap::TmaDescriptor* desc, const at::Tensor& cache, int box_rows) {
   auto encode = tensor_map_encoder();
   if (encode == nullptr) return false;
@@ -139,10 +133,6 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
               !std::getenv("ETAP_DISABLE_TMA") && encode_cache_map(&p.tma_nope, k_nope, p.tma_rows) &&
               encode_cache_map(&p.tma_rope, k_rope, p.tma_rows);
 
-  // Experiment, off by default until measured on a GPU: the cp.async path (page sizes < 8, partial
-  // tiles) with one page lookup and base address per row instead of per 16-byte chunk.
-  p.row_loader = env_flag("ETAP_ROW_LOADER");
-
   p.page_table = page_table.data_ptr<int>();
   p.page_indptr = page_indptr.has_value() ? page_indptr->data_ptr<int>() : nullptr;
   p.page_table_stride = page_table.dim() == 2 ? page_table.stride(0) : 0;
@@ -168,17 +158,6 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
   p.num_groups = int(num_groups);
   p.rows_per_wg = int(rows_per_wg);
   p.kv_split = rows_per_wg >= rows_per_group ? 1 : 0;
-  // Experiment: the same merge ordered by mbarriers instead of a 256-thread named barrier (to see
-  // whether compute-sanitizer's racecheck, which flags the named-barrier version, accepts it).
-  p.merge_mbar = env_flag("ETAP_MERGE_MBARRIER");
-  // Experiment: the two consumer warpgroups issue their WGMMAs in turn (16-bit, no KV split).
-  p.pingpong = env_flag("ETAP_PINGPONG");
-  // Experiment: the producer's 128 arrivals on a tile's full barrier as one arrival with a count
-  // (TMA path), the consumers' releases of a stage as one per warp.
-  p.lean_arrive = env_flag("ETAP_LEAN_ARRIVE");
-  // Experiment: the combine kernel launches while the decode kernel runs (it waits on
-  // griddepcontrol.wait), hiding its launch latency (most visible at batch 1).
-  p.pdl = env_flag("ETAP_PDL");
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
   p.q_scale = q_scale.has_value() ? q_scale->data_ptr<float>() : nullptr;

@@ -41,7 +41,6 @@ struct DecodeParams {
   TmaDescriptor tma_rope;
   int use_tma;
   int tma_rows;              // min(page_size, 64); page_size >= 8 divides 64 or is a multiple of 64
-  int row_loader;            // experiment (ETAP_ROW_LOADER=1): cp.async tiles row by row, not chunk by chunk
 
   // Page table: either a block table [b, table_stride] (page_indptr == nullptr)
   // or FlashInfer's kv_indices addressed through page_indptr [b + 1].
@@ -77,10 +76,6 @@ struct DecodeParams {
   // 1 when one warpgroup holds all of a CTA's rows: the two consumer warpgroups then take
   // alternate KV tiles (twice the tiles in flight) and merge their softmax states per piece.
   int kv_split;
-  int merge_mbar;            // experiment (ETAP_MERGE_MBARRIER=1): the KV-split merge ordered by mbarriers
-  int pingpong;              // experiment (ETAP_PINGPONG=1): the consumer warpgroups take turns to issue WGMMAs
-  int lean_arrive;           // experiment (ETAP_LEAN_ARRIVE=1): one mbarrier arrival per warp (count 32), not per thread
-  int pdl;                   // experiment (ETAP_PDL=1): the combine kernel is a programmatic dependent launch
   float scale_log2;          // softmax_scale * log2(e)
   // e4m3 cache only (nullptr = 1): scores use q_scale * kv_scale, the output kv_scale.
   const float* q_scale;

@@ -41,9 +41,6 @@ template <class T, class Shape>
 __global__ void __launch_bounds__(Shape::kThreads) combine_kernel(const __grid_constant__ DecodeParams p) {
   constexpr int kColChunks = Shape::kChunks, kSlices = Shape::kSliceCount;
   constexpr int kColThreads = Shape::kColThreads, kCombineThreads = Shape::kThreads;
-  // Launched as a programmatic dependent (ETAP_PDL=1) this block may start before the decode
-  // kernel ends: wait until it has completed and its partials are visible (a no-op otherwise).
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
   const int i = p.sched_meta[blockIdx.x * kMetaInts + 5];
   if (i < 0 || i >= p.batch) return;
   const int g = blockIdx.y, local = blockIdx.z / kColChunks, chunk = blockIdx.z % kColChunks;
@@ -143,16 +140,8 @@ int launch_combine(const DecodeParams& p, bool is_fp16, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   auto launch = [&](auto kernel, auto shape) {
     using Shape = decltype(shape);
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(listed, p.num_groups, p.rows_per_group * Shape::kChunks);
-    config.blockDim = dim3(Shape::kThreads);
-    config.stream = s;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    config.attrs = attr;
-    config.numAttrs = p.pdl ? 1 : 0;
-    cudaLaunchKernelEx(&config, kernel, p);
+    dim3 grid(listed, p.num_groups, p.rows_per_group * Shape::kChunks);
+    kernel<<<grid, Shape::kThreads, 0, s>>>(p);
   };
   if (is_fp16) {
     if (wide) launch(combine_kernel<__half, WideCombine>, WideCombine{});

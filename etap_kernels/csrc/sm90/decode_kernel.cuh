@@ -35,8 +35,7 @@ namespace etap::sm90 {
 using namespace cute;
 
 constexpr int kThreads = 384;
-constexpr int kMergeBarrier = 4;  // named barriers: 0 CTA, 1 producer, 2-3 consumer warpgroups
-constexpr int kPingPongBarrier = 5;  // 5, 6: warpgroup 0's and 1's turn to issue WGMMAs (experiment)
+// named barriers: 0 CTA, 1 producer, 2-3 consumer warpgroups
 constexpr int kChunksPerRow = kDimQK / 8;  // 16-byte chunks per 576-wide row
 constexpr int kNopeChunks = kDimV / 8;
 
@@ -257,15 +256,11 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
             }
           }
         }
-        if (p.lean_arrive) {
-          if (tid == 0) mbar_arrive_count(&ss.full[stage], 127);  // the other producer threads' arrivals
-        } else if (tid != 0) {
-          mbar_arrive(&ss.full[stage]);
-        }
+        if (tid != 0) mbar_arrive(&ss.full[stage]);
         continue;
       }
-      if constexpr (!kFp8) {  // (the e4m3 instances spill with a second copy loop: not there yet)
-        if (p.row_loader) {
+      if constexpr (!kFp8) {  // (e4m3 keeps the chunk loop below: a row loop made e4m3 N = 16 spill)
+        {
           // Thread (warp w, lane l) copies rows r = 16 i + 4 w + l / 8 (i = 0..3) and, of each,
           // the 16-byte unit u = l % 8 of every 64-column block: one page lookup and one base
           // address per row, then copies at constant offsets (the loop below does both per chunk).
@@ -362,29 +357,6 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   // scaled by the cache scale (V = the latent part of K).
   const float kv_scale = kFp8 && p.kv_scale ? *p.kv_scale : 1.f;
   const float s_mul = kFp8 ? 1.f : p.scale_log2;
-
-  // Experiment (ETAP_PINGPONG=1, 16-bit, warpgroups on the same tiles): the two warpgroups take
-  // turns to issue their WGMMAs (S, then O, of every tile), so one's softmax runs under the
-  // other's GEMMs instead of both waiting on the tensor cores at once. Warpgroup 0 goes first.
-  const bool pingpong = !kFp8 && p.pingpong && !p.kv_split;
-  auto my_turn = [&]() {
-    if (pingpong) named_barrier_sync(kPingPongBarrier + wg, 256);
-  };
-  auto your_turn = [&]() {
-    if (pingpong) named_barrier_arrive(kPingPongBarrier + 1 - wg, 256);
-  };
-  if (pingpong && wg == 1) named_barrier_arrive(kPingPongBarrier, 256);
-
-  // This thread has finished reading a stage (its WGMMAs waited for): release it to the producer,
-  // per thread, or (ETAP_LEAN_ARRIVE=1) once per warp for all 32 lanes.
-  auto release_stage = [&](int stage) {
-    if (p.lean_arrive) {
-      __syncwarp();
-      if (lane == 0) mbar_arrive_count(&ss.empty[stage], 32);
-    } else {
-      mbar_arrive(&ss.empty[stage]);
-    }
-  };
 
   int it = 0, piece_idx = 0, red_parity = 0;
   for_each_piece(p, part, [&](const Piece& pc) {
@@ -542,7 +514,6 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         decltype(accS) accS_part[C::kSChains];
 #pragma unroll
         for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(accS_part[ch]);
-        my_turn();
         warpgroup_arrive();
 #pragma unroll
         for (int k = 0; k < size<2>(tSrK); ++k) {
@@ -550,7 +521,6 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           cute::gemm(mma_s, tSrK(_, _, k), tSrQ(_, _, k), accS_part[k % C::kSChains]);
         }
         warpgroup_commit_batch();
-        your_turn();
         warpgroup_wait<0>();
 #pragma unroll
         for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(accS_part[ch]);
@@ -668,18 +638,16 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       } else {
         Tensor sVt = make_tensor(make_smem_ptr(reinterpret_cast<T*>(tile)), typename C::LayoutVt{});
         Tensor tOrVt = thr_o.partition_fragment_A(sVt);
-        my_turn();
         warpgroup_arrive();
 #pragma unroll
         for (int k = 0; k < size<2>(tOrVt); ++k) {
           cute::gemm(mma_o, tOrVt(_, _, k), tOrP(_, _, k), accO);
         }
         warpgroup_commit_batch();
-        your_turn();
         warpgroup_wait<0>();
       }
       warpgroup_fence_operand(accO);
-      release_stage(stage);
+      mbar_arrive(&ss.empty[stage]);
     }
 
     // Row sums: lanes sharing lane%4, then the 4 warps.
@@ -719,13 +687,11 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           ml_of(wg)[2 * col_of(c) + 1] = l_run[c];
         }
       }
-      if (p.merge_mbar) {  // every piece merges once: phase = piece_idx
-        mbar_arrive(&ss.merge_ml[wg]);
-        mbar_wait(&ss.merge_ml[0], piece_idx & 1);
-        mbar_wait(&ss.merge_ml[1], piece_idx & 1);
-      } else {
-        named_barrier_sync(kMergeBarrier, 256);
-      }
+      // Ordered by mbarriers, not a 256-thread named barrier: the same order, and one that
+      // compute-sanitizer's racecheck can follow. Every piece merges once: phase = piece_idx.
+      mbar_arrive(&ss.merge_ml[wg]);
+      mbar_wait(&ss.merge_ml[0], piece_idx & 1);
+      mbar_wait(&ss.merge_ml[1], piece_idx & 1);
       float scale_own[kCols];
 #pragma unroll
       for (int c = 0; c < kCols; ++c) {
@@ -749,12 +715,9 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
             for (int v = 0; v < kV; ++v)
               xfer[(mi * kV + v) * 128 + tid] = accO(v, h * kHalf + mi, 0) * scale_own[slot_of_value(v)];
         }
-        if (p.merge_mbar) {  // two hand-offs per piece: phase parity = h
-          if (wg == 1) mbar_arrive(&ss.xfer_full);
-          else mbar_wait(&ss.xfer_full, h);
-        } else {
-          named_barrier_sync(kMergeBarrier, 256);
-        }
+        // two hand-offs per piece: phase parity = h
+        if (wg == 1) mbar_arrive(&ss.xfer_full);
+        else mbar_wait(&ss.xfer_full, h);
         if (wg == 0) {
 #pragma unroll
           for (int mi = 0; mi < kHalf; ++mi)
@@ -763,12 +726,8 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
               accO(v, h * kHalf + mi, 0) =
                   accO(v, h * kHalf + mi, 0) * scale_own[slot_of_value(v)] + xfer[(mi * kV + v) * 128 + tid];
         }
-        if (p.merge_mbar) {
-          if (wg == 0) mbar_arrive(&ss.xfer_empty);
-          else mbar_wait(&ss.xfer_empty, h);
-        } else {
-          named_barrier_sync(kMergeBarrier, 256);
-        }
+        if (wg == 0) mbar_arrive(&ss.xfer_empty);
+        else mbar_wait(&ss.xfer_empty, h);
       }
       if (wg == 1) {  // warpgroup 0 writes the merged rows
         mbar_arrive(&ss.q_empty);
@@ -869,7 +828,6 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     mbar_arrive(&ss.q_empty);
     ++piece_idx;
   });
-  if (pingpong && wg == 0) my_turn();  // takes warpgroup 1's last hand-over: no arrival left pending
 }
 
 template <class T, int N, bool kFp8>
@@ -892,9 +850,6 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
     mbar_init(&ss.xfer_full, 128);
     mbar_init(&ss.xfer_empty, 128);
     fence_mbarrier_init();
-    // ETAP_PDL=1: the combine kernel (launched as a programmatic dependent) may start launching;
-    // it waits for this grid's completion before reading the partials.
-    if (p.pdl) pdl_launch_dependents();
   }
   __syncthreads();
 

@@ -18,13 +18,6 @@ __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
                : "memory");
 }
 
-// `count` arrivals at once (one thread standing in for the others that have synchronised with it).
-__device__ __forceinline__ void mbar_arrive_count(uint64_t* bar, uint32_t count) {
-  asm volatile("{\n .reg .b64 st;\n mbarrier.arrive.shared::cta.b64 st, [%0], %1;\n}\n" ::"r"(smem_addr(bar)),
-               "r"(count)
-               : "memory");
-}
-
 // Blocks until the phase with the given parity has completed.
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
   asm volatile(
@@ -82,11 +75,6 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
-// Arrives on a named barrier without waiting (the waiting side uses named_barrier_sync).
-__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-
 // Orders this thread's generic-proxy shared-memory writes before later async-proxy (WGMMA) reads.
 // Named barrier that also ANDs a predicate over the participating threads.
 __device__ __forceinline__ bool named_barrier_and(int id, int threads, bool pred) {
@@ -102,11 +90,6 @@ __device__ __forceinline__ bool named_barrier_and(int id, int threads, bool pred
 __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
-
-// Programmatic dependent launch: let the next kernel in the stream start launching now / wait
-// until the previous kernel has completed and its writes are visible (no-ops without PDL).
-__device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
-__device__ __forceinline__ void pdl_wait_primary() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 
 __device__ __forceinline__ void fence_mbarrier_init() {
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
