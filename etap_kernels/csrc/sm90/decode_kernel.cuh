@@ -125,6 +125,34 @@ struct Piece {
   int batch, tile_begin, tile_end, slot;  // slot < 0: whole sequence, write out/lse directly
 };
 
+// Diagnostics only (-DETAP_TRACE, scripts/trace_case.py): thread 0 of each warpgroup of CTA
+// (0, 0) records clock64() at fixed points of its loop and prints them when it is done.
+#ifdef ETAP_TRACE
+struct Trace {
+  static constexpr int kMax = 1024;
+  long long v[kMax];
+  int n = 0;
+  bool on = false;
+  __device__ void mark(int event) {
+    if (on && n < kMax) v[n++] = clock64() * 16 + event;
+  }
+  __device__ void dump(int who) {
+    if (on)
+      for (int i = 0; i < n; ++i) printf("ETAP_TRACE %d %d %lld\n", who, int(v[i] & 15), v[i] >> 4);
+  }
+};
+#define ETAP_TRACE_INIT(tid) Trace trace; trace.on = blockIdx.x == 0 && blockIdx.y == 0 && (tid) == 0
+#define ETAP_MARK(event) trace.mark(event)
+#define ETAP_TRACE_DUMP(who) trace.dump(who)
+#else
+#define ETAP_TRACE_INIT(tid)
+#define ETAP_MARK(event)
+#define ETAP_TRACE_DUMP(who)
+#endif
+// Trace events: producer 1 = waits for a free stage, 2 = has it; consumer 3 = piece starts
+// (Q ready), 4 = waits for a tile, 5 = has it, 6 = S^T done, 7 = column max reduced,
+// 8 = P^T in shared memory, 9 = O^T done, 10 = piece written.
+
 __device__ __forceinline__ int num_tiles_of(int len) {
   return len <= 0 ? 1 : (len + kTileKV - 1) / kTileKV;
 }
@@ -171,6 +199,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
   const KvT* k_nope = static_cast<const KvT*>(p.k_nope);
   const KvT* k_rope = static_cast<const KvT*>(p.k_rope);
   int it = 0, piece_idx = 0;
+  ETAP_TRACE_INIT(tid);
 
   for_each_piece(p, part, [&](const Piece& pc) {
     const int len = effective_len(p, pc.batch);
@@ -230,7 +259,9 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
       };
       // Thread r checks its own row's entry; the barrier ANDs them: every row valid?
       const bool all_rows_valid = named_barrier_and(1, 128, tid >= kTileKV || page_at(tid) >= 0);
+      ETAP_MARK(1);
       mbar_wait(&ss.empty[stage], ((it / kStages) & 1) ^ 1);
+      ETAP_MARK(2);
       uint8_t* tile = ss.kv[stage];
       Tensor sKV = make_tensor(make_smem_ptr(reinterpret_cast<T*>(tile)), typename C::LayoutKV{});
       // A tile inside the sequence whose pages are all valid: bulk tensor copies, one thread.
@@ -313,6 +344,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
     if (q_at == pc.tile_end) load_q();
     ++piece_idx;
   });
+  ETAP_TRACE_DUMP(0);
 }
 
 template <class T, int N, bool kFp8>
@@ -359,6 +391,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   const float s_mul = kFp8 ? 1.f : p.scale_log2;
 
   int it = 0, piece_idx = 0, red_parity = 0;
+  ETAP_TRACE_INIT(tid);
   for_each_piece(p, part, [&](const Piece& pc) {
     const int len = effective_len(p, pc.batch);
     int limit[kCols];  // KV positions < limit are visible to column c
@@ -380,6 +413,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     clear(accO);
 
     mbar_wait(&ss.q_full, piece_idx & 1);
+    ETAP_MARK(3);
     float mul_hi[kCols], mul_lo[kCols];  // FP8: per-column factors of the hi and lo score halves
     if constexpr (kFp8) {
       // Q -> e4m3 hi/lo rows, each row scaled so its max |q| maps to 240:
@@ -454,7 +488,9 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     for (int t = pc.tile_begin; t < pc.tile_end; ++t, ++it) {
       if (p.kv_split && (it & 1) != wg) continue;  // the other warpgroup's tile
       const int stage = it % kStages;
+      ETAP_MARK(4);
       mbar_wait(&ss.full[stage], (it / kStages) & 1);
+      ETAP_MARK(5);
       fence_proxy_async();  // cp.async (generic proxy) writes -> WGMMA (async proxy) reads
 #ifdef ETAP_EXP_NO_MATH  // experiment: measure the load pipeline alone
       mbar_arrive(&ss.empty[stage]);
@@ -493,6 +529,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         }
         warpgroup_commit_batch();
         warpgroup_wait<0>();
+        ETAP_MARK(6);
 #pragma unroll
         for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(acc8[ch]);
         // Column n of the hi half and column n + N of the lo half sit in the same thread, N / 2
@@ -522,6 +559,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         }
         warpgroup_commit_batch();
         warpgroup_wait<0>();
+        ETAP_MARK(6);
 #pragma unroll
         for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(accS_part[ch]);
 #pragma unroll
@@ -563,6 +601,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         for (int c = 0; c < kCols; ++c) red[warp][col_of(c)] = col_max[c];
       }
       named_barrier_sync(bar_id, 128);
+      ETAP_MARK(7);
       red_parity ^= 1;
 
       float alpha[kCols], base[kCols];
@@ -602,6 +641,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       }
       fence_proxy_async();
       named_barrier_sync(bar_id, 128);
+      ETAP_MARK(8);
 
       // O^T += V^T . P^T
       warpgroup_fence_operand(accO);
@@ -647,6 +687,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         warpgroup_wait<0>();
       }
       warpgroup_fence_operand(accO);
+      ETAP_MARK(9);
       mbar_arrive(&ss.empty[stage]);
     }
 
@@ -730,6 +771,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         else mbar_wait(&ss.xfer_empty, h);
       }
       if (wg == 1) {  // warpgroup 0 writes the merged rows
+        ETAP_MARK(10);
         mbar_arrive(&ss.q_empty);
         ++piece_idx;
         return;
@@ -825,9 +867,11 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         }
       }
     }
+    ETAP_MARK(10);
     mbar_arrive(&ss.q_empty);
     ++piece_idx;
   });
+  ETAP_TRACE_DUMP(1 + wg);
 }
 
 template <class T, int N, bool kFp8>

@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Where one CTA's time goes, tile by tile: runs one benchmark case with a trace build of the
+kernel (``-DETAP_TRACE``: thread 0 of each warpgroup of CTA (0, 0) records ``clock64()`` at fixed
+points, see ``Trace`` in decode_kernel.cuh) and prints the median cycles of each step per tile.
+
+    python scripts/trace_case.py --kv fp8                 # b = 16, 64K, h_q = 16, e4m3 cache
+    python scripts/trace_case.py --h-q 64 --json out.json
+
+The trace build is a separate extension (``ETAP_EXTRA_NVCC_FLAGS=-DETAP_TRACE`` is part of the
+build cache key); the marks cost a few instructions and local-memory stores per tile, so absolute
+times are a little longer than the benchmark's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ["ETAP_EXTRA_NVCC_FLAGS"] = (os.environ.get("ETAP_EXTRA_NVCC_FLAGS", "") + " -DETAP_TRACE").strip()
+
+# (from event, to event, name): consumer steps of one tile, the producer's wait for a free stage
+STEPS = [
+    (4, 5, "wait for the tile (full barrier)"),
+    (5, 6, "S^T WGMMAs"),
+    (6, 7, "scale, mask, column max (incl. cross-warp barrier)"),
+    (7, 8, "exp, rescale O, P^T to shared memory (incl. barrier)"),
+    (8, 9, "O^T WGMMAs"),
+    (9, 4, "release, next tile"),
+]
+PRODUCER_STEPS = [(1, 2, "wait for a free stage (empty barrier)"), (2, 1, "issue copies, next page ids")]
+
+
+def parse(text: str) -> dict:
+    """ETAP_TRACE lines -> {who: [(event, cycle), ...]} in program order."""
+    marks: dict = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0] == "ETAP_TRACE":
+            marks.setdefault(int(parts[1]), []).append((int(parts[2]), int(parts[3])))
+    return marks
+
+
+def step_cycles(seq, a: int, b: int) -> list:
+    """Cycles from each event a to the next event b after it (same thread)."""
+    out = []
+    for i, (e, c) in enumerate(seq):
+        if e != a:
+            continue
+        for e2, c2 in seq[i + 1:]:
+            if e2 == b:
+                out.append(c2 - c)
+                break
+            if e2 == a:
+                break
+    return out
+
+
+def summarize(marks: dict) -> dict:
+    res = {}
+    for who, seq in sorted(marks.items()):
+        steps = PRODUCER_STEPS if who == 0 else STEPS
+        name = "producer" if who == 0 else f"consumer warpgroup {who - 1}"
+        span = seq[-1][1] - seq[0][1] if seq else 0
+        tiles = sum(1 for e, _ in seq if e == (2 if who == 0 else 5))
+        rows = {}
+        for a, b, what in steps:
+            xs = step_cycles(seq, a, b)
+            if xs:
+                rows[what] = dict(median=statistics.median(xs), mean=round(statistics.fmean(xs), 1), n=len(xs))
+        res[name] = dict(tiles=tiles, span_cycles=span, cycles_per_tile=round(span / max(tiles, 1), 1), steps=rows)
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--b", type=int, default=16)
+    ap.add_argument("--s-q", type=int, default=1)
+    ap.add_argument("--h-q", type=int, default=16)
+    ap.add_argument("--ctx", type=int, default=65536)
+    ap.add_argument("--page-size", type=int, default=64)
+    ap.add_argument("--kv", default="bf16", choices=("bf16", "fp8"))
+    ap.add_argument("--json", default=None, help="also write the summary here")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_decode as bench
+
+    case = bench.Case(b=args.b, s_q=args.s_q, h_q=args.h_q, ctx=args.ctx, page_size=args.page_size, kv=args.kv)
+    calls = bench.etap_calls(case)
+    calls[0]()  # builds the trace extension, warms up; its marks are discarded below
+    torch.cuda.synchronize()
+    # device printf goes to the C-level stdout when the stream synchronises: catch fd 1
+    with tempfile.TemporaryFile(mode="w+") as tmp:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(tmp.fileno(), 1)
+        try:
+            calls[1 % len(calls)]()
+            torch.cuda.synchronize()
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read()
+    res = summarize(parse(text))
+    clock_ghz = torch.cuda.get_device_properties(0).clock_rate / 1e6 if hasattr(
+        torch.cuda.get_device_properties(0), "clock_rate") else None
+    out = dict(case=vars(args), device=torch.cuda.get_device_name(), sm_clock_ghz=clock_ghz, threads=res)
+    print(f"{out['device']}: b={args.b} s_q={args.s_q} h_q={args.h_q} ctx={args.ctx} page={args.page_size} "
+          f"kv={args.kv}; CTA (0, 0)")
+    for name, r in res.items():
+        print(f"  {name}: {r['tiles']} tiles, {r['cycles_per_tile']} cycles per tile")
+        for what, st in r["steps"].items():
+            print(f"    {what:55s} median {st['median']:>8} cycles (n = {st['n']})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

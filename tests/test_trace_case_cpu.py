@@ -1,0 +1,30 @@
+"""scripts/trace_case.py's parsing of the kernel's trace marks (CPU only)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import trace_case  # noqa: E402
+
+
+def test_parse_and_summarize_steps():
+    lines = ["noise", "ETAP_TRACE 0 1 100", "ETAP_TRACE 0 2 150", "ETAP_TRACE 0 1 400", "ETAP_TRACE 0 2 410"]
+    cycle = 1000
+    for _ in range(3):  # consumer warpgroup 0: three tiles, the same step lengths each
+        for event, dt in ((4, 0), (5, 20), (6, 100), (7, 30), (8, 40), (9, 200)):
+            cycle += dt
+            lines.append(f"ETAP_TRACE 1 {event} {cycle}")
+        cycle += 10
+    marks = trace_case.parse("\n".join(lines))
+    assert sorted(marks) == [0, 1] and len(marks[1]) == 18
+    res = trace_case.summarize(marks)
+    prod, cons = res["producer"], res["consumer warpgroup 0"]
+    assert prod["tiles"] == 2 and prod["steps"]["wait for a free stage (empty barrier)"]["median"] == 30
+    assert cons["tiles"] == 3
+    steps = cons["steps"]
+    assert steps["wait for the tile (full barrier)"]["median"] == 20
+    assert steps["S^T WGMMAs"]["median"] == 100
+    assert steps["O^T WGMMAs"]["median"] == 200
+    assert steps["release, next tile"]["n"] == 2 and steps["release, next tile"]["median"] == 10
