@@ -33,8 +33,15 @@ TILE_KV = 64
 # Groups of at most this many rows run "KV split": one warpgroup's N covers every row, and the two
 # consumer warpgroups take alternate KV tiles, so twice the tiles are in flight per SM. Worth it
 # where a tile's math chain is long next to its load time (e4m3 tiles are half the bytes).
-KV_SPLIT_MAX_ROWS = int(os.environ.get("ETAP_KV_SPLIT_MAX_ROWS", "8"))
-KV_SPLIT_MAX_ROWS_FP8 = int(os.environ.get("ETAP_KV_SPLIT_MAX_ROWS_FP8", "16"))
+# ETAP_KV_SPLIT_MAX_ROWS[_FP8] override them per call (read when a call is made or captured).
+KV_SPLIT_MAX_ROWS = 8
+KV_SPLIT_MAX_ROWS_FP8 = 16
+
+
+def kv_split_max_rows(fp8: bool) -> int:
+    if fp8:
+        return int(os.environ.get("ETAP_KV_SPLIT_MAX_ROWS_FP8", KV_SPLIT_MAX_ROWS_FP8))
+    return int(os.environ.get("ETAP_KV_SPLIT_MAX_ROWS", KV_SPLIT_MAX_ROWS))
 META_INTS = 8
 
 # Value checks that read device memory (lengths vs page-table capacity) cost a host sync; they
@@ -81,7 +88,7 @@ def row_grouping(rows: int, fp8: bool = False) -> Tuple[int, int, int]:
     """
     groups = num_row_groups(rows, fp8)
     per_group = _cdiv(rows, groups)
-    if per_group <= (KV_SPLIT_MAX_ROWS_FP8 if fp8 else KV_SPLIT_MAX_ROWS):
+    if per_group <= kv_split_max_rows(fp8):
         per_wg = 8 * _cdiv(per_group, 8)
     else:
         per_wg = 8 * _cdiv(_cdiv(per_group, 2), 8)

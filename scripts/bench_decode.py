@@ -295,11 +295,13 @@ def main():
                          "from sgl_kernel); peers that are not importable are skipped")
     ap.add_argument("--variants", default="",
                     help="comma list of ETAP experiment switches to time beside the default, each as its own "
-                         "impl 'etap+NAME' (ETAP_<NAME>=1 while it is captured), '+' joining several: e.g. "
-                         "row_loader,pingpong,lean_arrive,pdl,lean_arrive+pdl")
+                         "impl 'etap+NAME' (ETAP_<NAME>=1, or ETAP_<NAME>=V for NAME=V, while it is captured), "
+                         "'+' joining several: e.g. kv_split_max_rows=16,kv_split_max_rows=32")
     args = ap.parse_args()
     peers = args.peers.split(",") if args.peers else []
-    variants = {f"etap+{v}": {f"ETAP_{f.upper()}": "1" for f in v.split("+")} for v in args.variants.split(",") if v}
+    # "name" sets ETAP_NAME=1, "name=value" sets ETAP_NAME=value; "+" joins several in one variant
+    variants = {f"etap+{v}": dict((f"ETAP_{f.split('=')[0].upper()}", f.split("=", 1)[1] if "=" in f else "1")
+                                  for f in v.split("+")) for v in args.variants.split(",") if v}
     ensure_integration_importable()
     if args.kv == "fp8":
         peers = [p for p in peers if p == "flashmla"]

@@ -95,22 +95,25 @@ def main(argv=None) -> int:
 
     case = bench.Case(b=args.b, s_q=args.s_q, h_q=args.h_q, ctx=args.ctx, page_size=args.page_size, kv=args.kv)
     calls = bench.etap_calls(case)
-    calls[0]()  # builds the trace extension, warms up; its marks are discarded below
-    torch.cuda.synchronize()
-    # device printf goes to the C-level stdout when the stream synchronises: catch fd 1
-    with tempfile.TemporaryFile(mode="w+") as tmp:
-        sys.stdout.flush()
-        saved = os.dup(1)
-        os.dup2(tmp.fileno(), 1)
-        try:
-            calls[1 % len(calls)]()
-            torch.cuda.synchronize()
-        finally:
+
+    def captured(call) -> str:
+        """Device printf goes to the C-level stdout when the stream synchronises: catch fd 1."""
+        with tempfile.TemporaryFile(mode="w+") as tmp:
             sys.stdout.flush()
-            os.dup2(saved, 1)
-            os.close(saved)
-        tmp.seek(0)
-        text = tmp.read()
+            saved = os.dup(1)
+            os.dup2(tmp.fileno(), 1)
+            try:
+                call()
+                torch.cuda.synchronize()
+            finally:
+                sys.stdout.flush()
+                os.dup2(saved, 1)
+                os.close(saved)
+            tmp.seek(0)
+            return tmp.read()
+
+    captured(calls[0])  # builds the trace extension and warms up; its marks are dropped
+    text = captured(calls[1 % len(calls)])
     res = summarize(parse(text))
     clock_ghz = torch.cuda.get_device_properties(0).clock_rate / 1e6 if hasattr(
         torch.cuda.get_device_properties(0), "clock_rate") else None
