@@ -40,7 +40,7 @@ def test_sanitizer_driver_reaches_every_instance():
     picked = set()
     for c in R.driver_cases():
         fp8 = c["dtype"] == "fp8"
-        groups, per_group, per_wg = row_grouping(c["s_q"] * c["h_q"], fp8)
+        groups, per_group, per_wg = row_grouping(c["s_q"] * c["h_q"], fp8, c["page_size"])
         picked.add((c["dtype"], per_wg, per_wg >= per_group))
     for dt in ("bf16", "fp16"):
         assert {n for d, n, _ in picked if d == dt} == {8, 16, 24, 32}

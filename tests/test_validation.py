@@ -118,6 +118,19 @@ def test_row_grouping_covers_rows_with_padding_below_8(rows):
     assert 2 * per_wg - per_group < 16
 
 
+@pytest.mark.parametrize("page_size", [1, 2, 4, 24, 100])
+def test_row_grouping_kv_split_up_to_16_rows_on_cp_async_pages(page_size, monkeypatch):
+    monkeypatch.delenv("ETAP_KV_SPLIT_MAX_ROWS", raising=False)
+    for rows in range(1, 17):
+        groups, per_group, per_wg = row_grouping(rows, page_size=page_size)
+        assert (groups, per_group, per_wg) == (1, rows, 8 * -(-rows // 8))
+    assert row_grouping(17, page_size=page_size) == (1, 17, 16)  # 9 + 8 rows: row split
+    for bulk in (8, 16, 64, 128):
+        assert row_grouping(16, page_size=bulk) == (1, 16, 8)
+    monkeypatch.setenv("ETAP_KV_SPLIT_MAX_ROWS", "8")
+    assert row_grouping(16, page_size=page_size) == (1, 16, 8)
+
+
 @pytest.mark.parametrize("rows", list(range(1, 257)))
 def test_row_grouping_fp8_keeps_n_at_most_16(rows):
     groups, per_group, per_wg = row_grouping(rows, fp8=True)
