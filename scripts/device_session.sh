@@ -93,6 +93,14 @@ GPU0=$!
   fi
   # the paper's table: b = 16, h_q = 16, its lengths, every peer, output RMSE vs float64
   step bench-paper "$R/bench_paper.log" python3 scripts/bench_decode.py --grid paper --rmse --out "$R/bench"
+  # what one 64 x N x 16 WGMMA costs alone, by N and by how many warpgroups issue at once
+  step wgmma-probe "$R/wgmma_probe.log" bash -c "/usr/local/cuda/bin/nvcc -O3 -std=c++17 -arch=sm_90a \
+    --expt-relaxed-constexpr -I\$(python3 -c 'import etap_kernels._build as b; print(b.cutlass_include())') \
+    scripts/wgmma_probe.cu -o /tmp/wgmma_probe && /tmp/wgmma_probe"
+  # per-step tile traces (a -DETAP_TRACE build of its own)
+  step trace "$R/trace.log" bash -c "python3 scripts/trace_case.py --json $R/trace_bf16_h16.json && \
+    python3 scripts/trace_case.py --h-q 64 --json $R/trace_bf16_h64.json && \
+    python3 scripts/trace_case.py --kv fp8 --json $R/trace_fp8_h16.json"
   # where the time goes: page size 1, h_q = 64 and the FP8 headline row, ncu's stall sections
   NCU="/usr/local/cuda/bin/ncu --kernel-name regex:decode_kernel --launch-skip 3 --launch-count 1 \
     --section SchedulerStats --section WarpStateStats --section SourceCounters --section MemoryWorkloadAnalysis"

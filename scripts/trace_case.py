@@ -32,6 +32,8 @@ STEPS = [
     (7, 8, "exp, rescale O, P^T to shared memory (incl. barrier)"),
     (8, 9, "O^T WGMMAs"),
     (9, 4, "release, next tile"),
+    (3, 4, "piece start (Q ready) to its first tile"),
+    (9, 10, "piece's last tile to its output written (merge, epilogue)"),
 ]
 PRODUCER_STEPS = [(1, 2, "wait for a free stage (empty barrier)"), (2, 1, "issue copies, next page ids")]
 

@@ -28,3 +28,4 @@ def test_parse_and_summarize_steps():
     assert steps["S^T WGMMAs"]["median"] == 100
     assert steps["O^T WGMMAs"]["median"] == 200
     assert steps["release, next tile"]["n"] == 2 and steps["release, next tile"]["median"] == 10
+    assert "piece start (Q ready) to its first tile" not in steps  # no piece marks in this trace

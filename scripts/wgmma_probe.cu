@@ -1,0 +1,145 @@
+// WGMMA probe: how many cycles the decode kernel's two GEMMs cost per tile, by N and by how many
+// warpgroups issue them at once, with nothing else running. The tile traces
+// (scripts/trace_case.py) measured ~60 cycles per 64 x N x 16 WGMMA at N = 8 inside the kernel,
+// ~15x its tensor math; this says whether that is the instruction itself (operand fetch from
+// shared memory) or the kernel around it.
+//   S: S^T = K . Q^T   A = K tile 64 x 576 (K-major, 128B swizzle), B = Q N x 576; 36 WGMMAs
+//   O: O^T = V^T . P^T A = V^T 512 x 64 (MN-major view of the same tile), B = P N x 64; 32 WGMMAs
+// Each warpgroup runs `reps` tiles' worth of one GEMM back to back into its own accumulators
+// (S: `chains` interleaved partial sums, as the kernel does) and thread 0 records clock64().
+//   nvcc -O3 -std=c++17 -arch=sm_90a --expt-relaxed-constexpr -I$CUTLASS/include \
+//       scripts/wgmma_probe.cu -o /tmp/wgmma_probe && /tmp/wgmma_probe
+// ($CUTLASS/include: cutlass_library/source/include of the nvidia-cutlass wheel.)
+// Prints, per (GEMM, N, warpgroups): cycles per tile per warpgroup and per WGMMA.
+#ifndef CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED
+#define CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED
+#endif
+#include <cstdio>
+#include <cute/tensor.hpp>
+#include <cutlass/numeric_types.h>
+
+using namespace cute;
+using T = cutlass::bfloat16_t;
+
+constexpr int kTile = 64, kQK = 576, kV = 512;
+
+template <int N>
+struct Shapes {
+  using SwAtom = GMMA::Layout_K_SW128_Atom<T>;
+  using LayoutK = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTile>, Int<kQK>>{}));
+  using LayoutV = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTile>, Int<kV>>{}));
+  using LayoutVt = decltype(composition(LayoutV{}, make_layout(Shape<Int<kV>, Int<kTile>>{}, GenRowMajor{})));
+  using LayoutQ = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kQK>>{}));
+  using LayoutP = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kTile>>{}));
+  using MmaS = decltype(make_tiled_mma(GMMA::ss_op_selector<T, T, float, Shape<Int<kTile>, Int<N>, Int<kQK>>,
+                                                            GMMA::Major::K, GMMA::Major::K>()));
+  using MmaO = decltype(make_tiled_mma(GMMA::ss_op_selector<T, T, float, Shape<Int<kV>, Int<N>, Int<kTile>>,
+                                                            GMMA::Major::MN, GMMA::Major::K>()));
+};
+
+struct alignas(1024) Smem {
+  alignas(1024) T kv[kTile * kQK];
+  alignas(1024) T q[2][256 * kQK / 4];  // B operands: Q (N x 576) or P (N x 64); N <= 64 for Q
+};
+
+template <int N, int kChains, bool kO>
+__global__ void __launch_bounds__(256, 1) probe(int reps, long long* cycles, float* sink) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using S = Shapes<N>;
+  extern __shared__ __align__(1024) char raw[];
+  auto& sm = *reinterpret_cast<Smem*>(raw);
+  const int tid = threadIdx.x % 128, wg = threadIdx.x / 128;
+  for (int i = threadIdx.x; i < kTile * kQK; i += blockDim.x) sm.kv[i] = T(float((i * 7) % 13) / 13.f);
+  for (int i = threadIdx.x; i < 2 * 256 * kQK / 4; i += blockDim.x) (&sm.q[0][0])[i] = T(float((i * 5) % 11) / 11.f);
+  __syncthreads();
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  __syncthreads();
+  float total = 0.f;
+  long long t0 = clock64();
+  if constexpr (!kO) {
+    typename S::MmaS mma;
+    auto thr = mma.get_thread_slice(tid);
+    Tensor sK = make_tensor(make_smem_ptr(sm.kv), typename S::LayoutK{});
+    Tensor sQ = make_tensor(make_smem_ptr(sm.q[wg]), typename S::LayoutQ{});
+    Tensor tA = thr.partition_fragment_A(sK);
+    Tensor tB = thr.partition_fragment_B(sQ);
+    using Acc = decltype(partition_fragment_C(mma, Shape<Int<kTile>, Int<N>>{}));
+    Acc acc[kChains];
+    for (int r = 0; r < reps; ++r) {
+#pragma unroll
+      for (int c = 0; c < kChains; ++c) warpgroup_fence_operand(acc[c]);
+      warpgroup_arrive();
+#pragma unroll
+      for (int k = 0; k < size<2>(tA); ++k) {
+        mma.accumulate_ = k < kChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+        cute::gemm(mma, tA(_, _, k), tB(_, _, k), acc[k % kChains]);
+      }
+      warpgroup_commit_batch();
+      warpgroup_wait<0>();
+#pragma unroll
+      for (int c = 0; c < kChains; ++c) warpgroup_fence_operand(acc[c]);
+    }
+#pragma unroll
+    for (int c = 0; c < kChains; ++c)
+      for (int i = 0; i < size(acc[c]); ++i) total += acc[c](i);  // every WGMMA's result is used
+  } else {
+    typename S::MmaO mma;
+    auto thr = mma.get_thread_slice(tid);
+    Tensor sVt = make_tensor(make_smem_ptr(sm.kv), typename S::LayoutVt{});
+    Tensor sP = make_tensor(make_smem_ptr(sm.q[wg]), typename S::LayoutP{});
+    Tensor tA = thr.partition_fragment_A(sVt);
+    Tensor tB = thr.partition_fragment_B(sP);
+    Tensor acc = partition_fragment_C(mma, Shape<Int<kV>, Int<N>>{});
+    clear(acc);
+    for (int r = 0; r < reps; ++r) {
+      warpgroup_fence_operand(acc);
+      warpgroup_arrive();
+#pragma unroll
+      for (int k = 0; k < size<2>(tA); ++k) cute::gemm(mma, tA(_, _, k), tB(_, _, k), acc);
+      warpgroup_commit_batch();
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc);
+    }
+    for (int i = 0; i < size(acc); ++i) total += acc(i);  // every WGMMA's result is used
+  }
+  long long t1 = clock64();
+  if (tid == 0) cycles[blockIdx.x * 2 + wg] = t1 - t0;
+  if (total == 12345.f) sink[threadIdx.x] = total;  // keeps the GEMMs alive
+#endif
+}
+
+template <int N, int kChains, bool kO>
+void run(int warpgroups, long long* d_cycles, float* d_sink) {
+  auto kernel = probe<N, kChains, kO>;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(Smem)));
+  const int reps = 200, ctas = 1;
+  kernel<<<ctas, 128 * warpgroups, sizeof(Smem)>>>(2, d_cycles, d_sink);  // warm-up
+  kernel<<<ctas, 128 * warpgroups, sizeof(Smem)>>>(reps, d_cycles, d_sink);
+  cudaError_t err = cudaDeviceSynchronize();
+  long long c[2] = {0, 0};
+  cudaMemcpy(c, d_cycles, sizeof(c), cudaMemcpyDeviceToHost);
+  const int wgmmas = kO ? (kV / 64) * (kTile / 16) : kQK / 16;
+  const double per_tile = double(c[0]) / reps;
+  printf("%s N=%3d chains=%d warpgroups=%d: %8.0f cycles per tile per warpgroup, %6.1f per WGMMA%s%s\n",
+         kO ? "O^T=V^T.P^T" : "S^T=K.Q^T  ", N, kChains, warpgroups, per_tile, per_tile / wgmmas,
+         err == cudaSuccess ? "" : "  ERROR: ", err == cudaSuccess ? "" : cudaGetErrorString(err));
+}
+
+int main() {
+  long long* d_cycles;
+  float* d_sink;
+  cudaMalloc(&d_cycles, 4 * sizeof(long long));
+  cudaMalloc(&d_sink, 256 * sizeof(float));
+  for (int wgs = 1; wgs <= 2; ++wgs) {
+    run<8, 4, false>(wgs, d_cycles, d_sink);
+    run<8, 1, false>(wgs, d_cycles, d_sink);
+    run<16, 4, false>(wgs, d_cycles, d_sink);
+    run<32, 1, false>(wgs, d_cycles, d_sink);
+    run<32, 2, false>(wgs, d_cycles, d_sink);
+    run<64, 1, false>(wgs, d_cycles, d_sink);
+    run<8, 1, true>(wgs, d_cycles, d_sink);
+    run<16, 1, true>(wgs, d_cycles, d_sink);
+    run<32, 1, true>(wgs, d_cycles, d_sink);
+  }
+  return 0;
+}
