@@ -35,6 +35,12 @@ struct Shapes {
                                                             GMMA::Major::K, GMMA::Major::K>()));
   using MmaO = decltype(make_tiled_mma(GMMA::ss_op_selector<T, T, float, Shape<Int<kV>, Int<N>, Int<kTile>>,
                                                             GMMA::Major::MN, GMMA::Major::K>()));
+  // register-A: a 64 x 192 slice of K held in registers (48 per thread), used three times per tile
+  // so a tile is still 36 WGMMAs (all of K at once would spill)
+  using LayoutK192 = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTile>, Int<kQK / 3>>{}));
+  using LayoutQ192 = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kQK / 3>>{}));
+  using MmaSrs = decltype(make_tiled_mma(GMMA::rs_op_selector<T, T, float, Shape<Int<kTile>, Int<N>, Int<kQK / 3>>,
+                                                              GMMA::Major::K, GMMA::Major::K>()));
 };
 
 struct alignas(1024) Smem {
@@ -42,7 +48,9 @@ struct alignas(1024) Smem {
   alignas(1024) T q[2][256 * kQK / 4];  // B operands: Q (N x 576) or P (N x 64); N <= 64 for Q
 };
 
-template <int N, int kChains, bool kO>
+// kRS: S^T with A (the K tile) already in registers (register-A WGMMA, no ldmatrix counted): the
+// bound for feeding K from registers instead of shared memory.
+template <int N, int kChains, bool kO, bool kRS = false>
 __global__ void __launch_bounds__(256, 1) probe(int reps, long long* cycles, float* sink) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using S = Shapes<N>;
@@ -56,7 +64,36 @@ __global__ void __launch_bounds__(256, 1) probe(int reps, long long* cycles, flo
   __syncthreads();
   float total = 0.f;
   long long t0 = clock64();
-  if constexpr (!kO) {
+  if constexpr (kRS) {
+    typename S::MmaSrs mma;
+    auto thr = mma.get_thread_slice(tid);
+    Tensor sK = make_tensor(make_smem_ptr(sm.kv), typename S::LayoutK192{});
+    Tensor sQ = make_tensor(make_smem_ptr(sm.q[wg]), typename S::LayoutQ192{});
+    Tensor tA = thr.partition_fragment_A(sK);  // registers
+    Tensor tB = thr.partition_fragment_B(sQ);
+#pragma unroll
+    for (int i = 0; i < size(tA); ++i) tA(i) = T(float((tid + i) % 7) / 7.f);
+    using Acc = decltype(partition_fragment_C(mma, Shape<Int<kTile>, Int<N>>{}));
+    Acc acc[kChains];
+    for (int r = 0; r < reps; ++r) {
+#pragma unroll
+      for (int c = 0; c < kChains; ++c) warpgroup_fence_operand(acc[c]);
+      warpgroup_fence_operand(tA);
+      warpgroup_arrive();
+#pragma unroll
+      for (int k = 0; k < 3 * size<2>(tA); ++k) {
+        mma.accumulate_ = k < kChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+        cute::gemm(mma, tA(_, _, k % size<2>(tA)), tB(_, _, k % size<2>(tA)), acc[k % kChains]);
+      }
+      warpgroup_commit_batch();
+      warpgroup_wait<0>();
+#pragma unroll
+      for (int c = 0; c < kChains; ++c) warpgroup_fence_operand(acc[c]);
+    }
+#pragma unroll
+    for (int c = 0; c < kChains; ++c)
+      for (int i = 0; i < size(acc[c]); ++i) total += acc[c](i);
+  } else if constexpr (!kO) {
     typename S::MmaS mma;
     auto thr = mma.get_thread_slice(tid);
     Tensor sK = make_tensor(make_smem_ptr(sm.kv), typename S::LayoutK{});
@@ -108,9 +145,9 @@ __global__ void __launch_bounds__(256, 1) probe(int reps, long long* cycles, flo
 #endif
 }
 
-template <int N, int kChains, bool kO>
+template <int N, int kChains, bool kO, bool kRS = false>
 void run(int warpgroups, long long* d_cycles, float* d_sink) {
-  auto kernel = probe<N, kChains, kO>;
+  auto kernel = probe<N, kChains, kO, kRS>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(Smem)));
   const int reps = 200, ctas = 1;
   kernel<<<ctas, 128 * warpgroups, sizeof(Smem)>>>(2, d_cycles, d_sink);  // warm-up
@@ -121,7 +158,7 @@ void run(int warpgroups, long long* d_cycles, float* d_sink) {
   const int wgmmas = kO ? (kV / 64) * (kTile / 16) : kQK / 16;
   const double per_tile = double(c[0]) / reps;
   printf("%s N=%3d chains=%d warpgroups=%d: %8.0f cycles per tile per warpgroup, %6.1f per WGMMA%s%s\n",
-         kO ? "O^T=V^T.P^T" : "S^T=K.Q^T  ", N, kChains, warpgroups, per_tile, per_tile / wgmmas,
+         kO ? "O^T=V^T.P^T   " : kRS ? "S^T=K.Q^T (RS)" : "S^T=K.Q^T     ", N, kChains, warpgroups, per_tile, per_tile / wgmmas,
          err == cudaSuccess ? "" : "  ERROR: ", err == cudaSuccess ? "" : cudaGetErrorString(err));
 }
 
@@ -140,6 +177,8 @@ int main() {
     run<8, 1, true>(wgs, d_cycles, d_sink);
     run<16, 1, true>(wgs, d_cycles, d_sink);
     run<32, 1, true>(wgs, d_cycles, d_sink);
+    run<8, 4, false, true>(wgs, d_cycles, d_sink);
+    run<32, 1, false, true>(wgs, d_cycles, d_sink);
   }
   return 0;
 }
