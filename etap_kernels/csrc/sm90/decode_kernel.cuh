@@ -114,8 +114,8 @@ struct alignas(1024) SharedStorage : Fp8Storage<kFp8, N> {
   uint64_t empty[kStages];
   uint64_t q_full;
   uint64_t q_empty;
-  // KV-split merge on mbarriers (experiment ETAP_MERGE_MBARRIER=1): each warpgroup's (m, l)
-  // written; warpgroup 1's O half written to / read from the transfer buffer.
+  // KV-split merge: each warpgroup's (m, l) written; warpgroup 1's O half written to / read from
+  // the transfer buffer.
   uint64_t merge_ml[2];
   uint64_t xfer_full;
   uint64_t xfer_empty;
@@ -290,54 +290,46 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
         if (tid != 0) mbar_arrive(&ss.full[stage]);
         continue;
       }
-      if constexpr (!kFp8) {  // (e4m3 keeps the chunk loop below: a row loop made e4m3 N = 16 spill)
-        {
-          // Thread (warp w, lane l) copies rows r = 16 i + 4 w + l / 8 (i = 0..3) and, of each,
-          // the 16-byte unit u = l % 8 of every 64-column block: one page lookup and one base
-          // address per row, then copies at constant offsets (the loop below does both per chunk).
-          const int u = tid % 8;
-          // 64-column blocks of the swizzled tile lie block_bytes apart, at the same offset
-          const int block_bytes =
-              int(reinterpret_cast<uint8_t*>(&sKV(0, 64)) - reinterpret_cast<uint8_t*>(&sKV(0, 0)));
+      // Partial tiles and pages too small for bulk copies: cp.async with zero-fill.
+      if constexpr (!kFp8) {
+        // Thread (warp w, lane l) copies rows r = 16 i + 4 w + l / 8 (i = 0..3) and, of each, the
+        // 16-byte unit u = l % 8 of every 64-column block: one page lookup and one base address
+        // per row, then copies at constant offsets.
+        const int u = tid % 8;
+        // 64-column blocks of the swizzled tile lie block_bytes apart, at the same offset
+        const int block_bytes =
+            int(reinterpret_cast<uint8_t*>(&sKV(0, 64)) - reinterpret_cast<uint8_t*>(&sKV(0, 0)));
 #pragma unroll
-          for (int i = 0; i < kTileKV / 16; ++i) {
-            const int r = 16 * i + 4 * (tid / 32) + (tid % 32) / 8;
-            const int page = page_at(r);
-            const bool ok = page >= 0;
-            const int slot = slot_of(t * kTileKV + r);
-            const KvT* nope = ok ? k_nope + page * p.k_nope_page_stride + slot * p.k_nope_row_stride : k_nope;
-            const KvT* rope = ok ? k_rope + page * p.k_rope_page_stride + slot * p.k_rope_row_stride : k_nope;
-            uint8_t* dst = reinterpret_cast<uint8_t*>(&sKV(r, u * 8));
+        for (int i = 0; i < kTileKV / 16; ++i) {
+          const int r = 16 * i + 4 * (tid / 32) + (tid % 32) / 8;
+          const int page = page_at(r);
+          const bool ok = page >= 0;
+          const int slot = slot_of(t * kTileKV + r);
+          const KvT* nope = ok ? k_nope + page * p.k_nope_page_stride + slot * p.k_nope_row_stride : k_nope;
+          const KvT* rope = ok ? k_rope + page * p.k_rope_page_stride + slot * p.k_rope_row_stride : k_nope;
+          uint8_t* dst = reinterpret_cast<uint8_t*>(&sKV(r, u * 8));
 #ifndef ETAP_EXP_NO_LOAD
 #pragma unroll
-            for (int d = 0; d < kDimV / 64; ++d) cp_async_16(dst + d * block_bytes, nope + d * 64 + u * 8, ok);
-            cp_async_16(dst + (kDimV / 64) * block_bytes, rope + u * 8, ok);
+          for (int d = 0; d < kDimV / 64; ++d) cp_async_16(dst + d * block_bytes, nope + d * 64 + u * 8, ok);
+          cp_async_16(dst + (kDimV / 64) * block_bytes, rope + u * 8, ok);
 #endif
-          }
-          cp_async_arrive_noinc(&ss.full[stage]);
-          continue;
         }
-      }
-      // 16-byte chunks per row: 72 of bf16/fp16 (8 elements), 36 of e4m3 (16 elements).
-      constexpr int kRowChunks = kFp8 ? kDimQK / 16 : kChunksPerRow;
-      constexpr int kNope = kFp8 ? kDimV / 16 : kNopeChunks;
-      constexpr int kPer = 16 / int(sizeof(KvT));
+      } else {
+        // e4m3 keeps one page lookup per 16-byte chunk (36 per row): a row loop made N = 16 spill.
+        constexpr int kRowChunks = kDimQK / 16, kNope = kDimV / 16;
 #pragma unroll 4
-      for (int c = tid; c < kTileKV * kRowChunks; c += 128) {
-        const int r = c / kRowChunks, chunk = c % kRowChunks;
-        const int page = page_at(r);
-        const int slot = slot_of(t * kTileKV + r);
-        const KvT* src = chunk < kNope
-            ? k_nope + page * p.k_nope_page_stride + slot * p.k_nope_row_stride + chunk * kPer
-            : k_rope + page * p.k_rope_page_stride + slot * p.k_rope_row_stride + (chunk - kNope) * kPer;
-        void* dst;
-        if constexpr (kFp8)
-          dst = tile + (chunk < kNope ? fp8_nope_offset(r, chunk) : fp8_rope_offset(r, chunk - kNope));
-        else
-          dst = &sKV(r, chunk * 8);
+        for (int c = tid; c < kTileKV * kRowChunks; c += 128) {
+          const int r = c / kRowChunks, chunk = c % kRowChunks;
+          const int page = page_at(r);
+          const int slot = slot_of(t * kTileKV + r);
+          const KvT* src = chunk < kNope
+              ? k_nope + page * p.k_nope_page_stride + slot * p.k_nope_row_stride + chunk * 16
+              : k_rope + page * p.k_rope_page_stride + slot * p.k_rope_row_stride + (chunk - kNope) * 16;
+          void* dst = tile + (chunk < kNope ? fp8_nope_offset(r, chunk) : fp8_rope_offset(r, chunk - kNope));
 #ifndef ETAP_EXP_NO_LOAD  // experiment: measure the math alone
-        cp_async_16(dst, page >= 0 ? src : k_nope, page >= 0);
+          cp_async_16(dst, page >= 0 ? src : k_nope, page >= 0);
 #endif
+        }
       }
       cp_async_arrive_noinc(&ss.full[stage]);
     }
