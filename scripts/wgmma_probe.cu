@@ -48,6 +48,36 @@ struct alignas(1024) Smem {
   alignas(1024) T q[2][256 * kQK / 4];  // B operands: Q (N x 576) or P (N x 64); N <= 64 for Q
 };
 
+// S^T for `reps` tiles, 36 WGMMAs each (sweeping A's k-blocks again where A holds fewer), into
+// `kChains` interleaved accumulators as the kernel does; returns the sum of every result so no
+// WGMMA is dropped as dead code.
+template <int N, int kChains, bool kRegA, class Mma, class TA, class TB>
+__device__ float s_gemm_tiles(Mma& mma, TA& tA, TB& tB, int reps) {
+  using Acc = decltype(partition_fragment_C(mma, Shape<Int<kTile>, Int<N>>{}));
+  Acc acc[kChains];
+  constexpr int kBlocks = decltype(size<2>(tA))::value;
+  for (int r = 0; r < reps; ++r) {
+#pragma unroll
+    for (int c = 0; c < kChains; ++c) warpgroup_fence_operand(acc[c]);
+    if constexpr (kRegA) warpgroup_fence_operand(tA);
+    warpgroup_arrive();
+#pragma unroll
+    for (int k = 0; k < kQK / 16; ++k) {
+      mma.accumulate_ = k < kChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+      cute::gemm(mma, tA(_, _, k % kBlocks), tB(_, _, k % kBlocks), acc[k % kChains]);
+    }
+    warpgroup_commit_batch();
+    warpgroup_wait<0>();
+#pragma unroll
+    for (int c = 0; c < kChains; ++c) warpgroup_fence_operand(acc[c]);
+  }
+  float total = 0.f;
+#pragma unroll
+  for (int c = 0; c < kChains; ++c)
+    for (int i = 0; i < size(acc[c]); ++i) total += acc[c](i);
+  return total;
+}
+
 // kRS: S^T with A (the K tile) already in registers (register-A WGMMA, no ldmatrix counted): the
 // bound for feeding K from registers instead of shared memory.
 template <int N, int kChains, bool kO, bool kRS = false>
@@ -73,26 +103,7 @@ __global__ void __launch_bounds__(256, 1) probe(int reps, long long* cycles, flo
     Tensor tB = thr.partition_fragment_B(sQ);
 #pragma unroll
     for (int i = 0; i < size(tA); ++i) tA(i) = T(float((tid + i) % 7) / 7.f);
-    using Acc = decltype(partition_fragment_C(mma, Shape<Int<kTile>, Int<N>>{}));
-    Acc acc[kChains];
-    for (int r = 0; r < reps; ++r) {
-#pragma unroll
-      for (int c = 0; c < kChains; ++c) warpgroup_fence_operand(acc[c]);
-      warpgroup_fence_operand(tA);
-      warpgroup_arrive();
-#pragma unroll
-      for (int k = 0; k < 3 * size<2>(tA); ++k) {
-        mma.accumulate_ = k < kChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-        cute::gemm(mma, tA(_, _, k % size<2>(tA)), tB(_, _, k % size<2>(tA)), acc[k % kChains]);
-      }
-      warpgroup_commit_batch();
-      warpgroup_wait<0>();
-#pragma unroll
-      for (int c = 0; c < kChains; ++c) warpgroup_fence_operand(acc[c]);
-    }
-#pragma unroll
-    for (int c = 0; c < kChains; ++c)
-      for (int i = 0; i < size(acc[c]); ++i) total += acc[c](i);
+    total = s_gemm_tiles<N, kChains, true>(mma, tA, tB, reps);
   } else if constexpr (!kO) {
     typename S::MmaS mma;
     auto thr = mma.get_thread_slice(tid);
@@ -100,25 +111,7 @@ __global__ void __launch_bounds__(256, 1) probe(int reps, long long* cycles, flo
     Tensor sQ = make_tensor(make_smem_ptr(sm.q[wg]), typename S::LayoutQ{});
     Tensor tA = thr.partition_fragment_A(sK);
     Tensor tB = thr.partition_fragment_B(sQ);
-    using Acc = decltype(partition_fragment_C(mma, Shape<Int<kTile>, Int<N>>{}));
-    Acc acc[kChains];
-    for (int r = 0; r < reps; ++r) {
-#pragma unroll
-      for (int c = 0; c < kChains; ++c) warpgroup_fence_operand(acc[c]);
-      warpgroup_arrive();
-#pragma unroll
-      for (int k = 0; k < size<2>(tA); ++k) {
-        mma.accumulate_ = k < kChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-        cute::gemm(mma, tA(_, _, k), tB(_, _, k), acc[k % kChains]);
-      }
-      warpgroup_commit_batch();
-      warpgroup_wait<0>();
-#pragma unroll
-      for (int c = 0; c < kChains; ++c) warpgroup_fence_operand(acc[c]);
-    }
-#pragma unroll
-    for (int c = 0; c < kChains; ++c)
-      for (int i = 0; i < size(acc[c]); ++i) total += acc[c](i);  // every WGMMA's result is used
+    total = s_gemm_tiles<N, kChains, false>(mma, tA, tB, reps);
   } else {
     typename S::MmaO mma;
     auto thr = mma.get_thread_slice(tid);
