@@ -50,6 +50,8 @@ def kv_split_max_rows(fp8: bool, page_size: int = TILE_KV) -> int:
     bulk = page_size >= 8 and (page_size % TILE_KV == 0 or TILE_KV % page_size == 0)
     default = KV_SPLIT_MAX_ROWS if bulk else KV_SPLIT_MAX_ROWS_SMALL_PAGES
     return int(os.environ.get("ETAP_KV_SPLIT_MAX_ROWS", default))
+
+
 META_INTS = 8
 
 # Value checks that read device memory (lengths vs page-table capacity) cost a host sync; they
