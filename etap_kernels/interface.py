@@ -45,11 +45,18 @@ KV_SPLIT_MAX_ROWS_FP8 = 16
 
 def kv_split_max_rows(fp8: bool, page_size: int = TILE_KV) -> int:
     if fp8:
-        return int(os.environ.get("ETAP_KV_SPLIT_MAX_ROWS_FP8", KV_SPLIT_MAX_ROWS_FP8))
-    # whole tiles by bulk tensor copies (as bindings.cpp decides) or by cp.async
-    bulk = page_size >= 8 and (page_size % TILE_KV == 0 or TILE_KV % page_size == 0)
-    default = KV_SPLIT_MAX_ROWS if bulk else KV_SPLIT_MAX_ROWS_SMALL_PAGES
-    return int(os.environ.get("ETAP_KV_SPLIT_MAX_ROWS", default))
+        name, default = "ETAP_KV_SPLIT_MAX_ROWS_FP8", KV_SPLIT_MAX_ROWS_FP8
+    else:
+        # whole tiles by bulk tensor copies (as bindings.cpp decides) or by cp.async
+        bulk = page_size >= 8 and (page_size % TILE_KV == 0 or TILE_KV % page_size == 0)
+        name, default = "ETAP_KV_SPLIT_MAX_ROWS", KV_SPLIT_MAX_ROWS if bulk else KV_SPLIT_MAX_ROWS_SMALL_PAGES
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer (rows), got {value!r}") from None
 
 
 META_INTS = 8

@@ -129,6 +129,9 @@ def test_row_grouping_kv_split_up_to_16_rows_on_cp_async_pages(page_size, monkey
         assert row_grouping(16, page_size=bulk) == (1, 16, 8)
     monkeypatch.setenv("ETAP_KV_SPLIT_MAX_ROWS", "8")
     assert row_grouping(16, page_size=page_size) == (1, 16, 8)
+    monkeypatch.setenv("ETAP_KV_SPLIT_MAX_ROWS", "sixteen")
+    with pytest.raises(ValueError, match="ETAP_KV_SPLIT_MAX_ROWS"):
+        row_grouping(16, page_size=page_size)
 
 
 @pytest.mark.parametrize("rows", list(range(1, 257)))
