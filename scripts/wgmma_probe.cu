@@ -41,6 +41,12 @@ struct Shapes {
   using LayoutQ192 = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kQK / 3>>{}));
   using MmaSrs = decltype(make_tiled_mma(GMMA::rs_op_selector<T, T, float, Shape<Int<kTile>, Int<N>, Int<kQK / 3>>,
                                                               GMMA::Major::K, GMMA::Major::K>()));
+  // O^T with V^T fed by ldmatrix.trans into registers (register-A), one 64 x 16 block at a time
+  using MmaOrs = decltype(make_tiled_mma(GMMA::rs_op_selector<T, T, float, Shape<Int<kV>, Int<N>, Int<kTile>>,
+                                                              GMMA::Major::K, GMMA::Major::K>()));
+  // register-A fed by ldmatrix from the swizzled K tile, one 64 x 16 k-block just before its WGMMA
+  using MmaSrsFull = decltype(make_tiled_mma(GMMA::rs_op_selector<T, T, float, Shape<Int<kTile>, Int<N>, Int<kQK>>,
+                                                                  GMMA::Major::K, GMMA::Major::K>()));
 };
 
 struct alignas(1024) Smem {
@@ -80,7 +86,7 @@ __device__ float s_gemm_tiles(Mma& mma, TA& tA, TB& tB, int reps) {
 
 // kRS: S^T with A (the K tile) already in registers (register-A WGMMA, no ldmatrix counted): the
 // bound for feeding K from registers instead of shared memory.
-template <int N, int kChains, bool kO, bool kRS = false>
+template <int N, int kChains, bool kO, int kRS = 0>
 __global__ void __launch_bounds__(256, 1) probe(int reps, long long* cycles, float* sink) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using S = Shapes<N>;
@@ -94,7 +100,41 @@ __global__ void __launch_bounds__(256, 1) probe(int reps, long long* cycles, flo
   __syncthreads();
   float total = 0.f;
   long long t0 = clock64();
-  if constexpr (kRS) {
+  if constexpr (kRS == 2 && !kO) {
+    typename S::MmaSrsFull mma;
+    auto thr = mma.get_thread_slice(tid);
+    Tensor sK = make_tensor(make_smem_ptr(sm.kv), typename S::LayoutK{});
+    Tensor sQ = make_tensor(make_smem_ptr(sm.q[wg]), typename S::LayoutQ{});
+    Tensor tArK = thr.partition_fragment_A(sK);  // registers, (MMA, 1, 36)
+    Tensor tB = thr.partition_fragment_B(sQ);
+    auto s2r = make_tiled_copy_A(Copy_Atom<SM75_U32x4_LDSM_N, T>{}, mma);
+    auto thr_copy = s2r.get_thread_slice(tid);
+    Tensor tXsK = thr_copy.partition_S(sK);
+    Tensor tXrK = thr_copy.retile_D(tArK);
+    using Acc = decltype(partition_fragment_C(mma, Shape<Int<kTile>, Int<N>>{}));
+    Acc acc[kChains];
+    for (int r = 0; r < reps; ++r) {
+#pragma unroll
+      for (int c = 0; c < kChains; ++c) warpgroup_fence_operand(acc[c]);
+#pragma unroll
+      for (int k = 0; k < kQK / 16; ++k) {
+        copy(s2r, tXsK(_, _, k), tXrK(_, _, k));
+        auto block = tArK(_, _, k);
+        warpgroup_fence_operand(block);
+        warpgroup_arrive();
+        mma.accumulate_ = k < kChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+        cute::gemm(mma, tArK(_, _, k), tB(_, _, k), acc[k % kChains]);
+        warpgroup_commit_batch();
+        warpgroup_wait<4>();  // register A stays read until its WGMMA completes: 5 blocks in flight
+      }
+      warpgroup_wait<0>();
+#pragma unroll
+      for (int c = 0; c < kChains; ++c) warpgroup_fence_operand(acc[c]);
+    }
+#pragma unroll
+    for (int c = 0; c < kChains; ++c)
+      for (int i = 0; i < size(acc[c]); ++i) total += acc[c](i);
+  } else if constexpr (kRS == 1) {
     typename S::MmaSrs mma;
     auto thr = mma.get_thread_slice(tid);
     Tensor sK = make_tensor(make_smem_ptr(sm.kv), typename S::LayoutK192{});
@@ -112,6 +152,35 @@ __global__ void __launch_bounds__(256, 1) probe(int reps, long long* cycles, flo
     Tensor tA = thr.partition_fragment_A(sK);
     Tensor tB = thr.partition_fragment_B(sQ);
     total = s_gemm_tiles<N, kChains, false>(mma, tA, tB, reps);
+  } else if constexpr (kRS == 2) {  // kO: V^T via ldmatrix.trans, register-A
+    typename S::MmaOrs mma;
+    auto thr = mma.get_thread_slice(tid);
+    Tensor sVt = make_tensor(make_smem_ptr(sm.kv), typename S::LayoutVt{});
+    Tensor sP = make_tensor(make_smem_ptr(sm.q[wg]), typename S::LayoutP{});
+    Tensor tArV = thr.partition_fragment_A(sVt);  // (MMA, 8, 4) registers
+    Tensor tB = thr.partition_fragment_B(sP);
+    auto s2r = make_tiled_copy_A(Copy_Atom<SM75_U16x8_LDSM_T, T>{}, mma);
+    auto thr_copy = s2r.get_thread_slice(tid);
+    Tensor tXsV = thr_copy.partition_S(sVt);
+    Tensor tXrV = thr_copy.retile_D(tArV);
+    Tensor acc = partition_fragment_C(mma, Shape<Int<kV>, Int<N>>{});
+    clear(acc);
+    for (int r = 0; r < reps; ++r) {
+      warpgroup_fence_operand(acc);
+#pragma unroll
+      for (int k = 0; k < size<2>(tArV); ++k) {
+        copy(s2r, tXsV(_, _, k), tXrV(_, _, k));
+        auto block = tArV(_, _, k);
+        warpgroup_fence_operand(block);
+        warpgroup_arrive();
+        cute::gemm(mma, tArV(_, _, k), tB(_, _, k), acc);
+        warpgroup_commit_batch();
+        warpgroup_wait<1>();
+      }
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc);
+    }
+    for (int i = 0; i < size(acc); ++i) total += acc(i);
   } else {
     typename S::MmaO mma;
     auto thr = mma.get_thread_slice(tid);
@@ -138,7 +207,7 @@ __global__ void __launch_bounds__(256, 1) probe(int reps, long long* cycles, flo
 #endif
 }
 
-template <int N, int kChains, bool kO, bool kRS = false>
+template <int N, int kChains, bool kO, int kRS = 0>
 void run(int warpgroups, long long* d_cycles, float* d_sink) {
   auto kernel = probe<N, kChains, kO, kRS>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(Smem)));
@@ -151,7 +220,7 @@ void run(int warpgroups, long long* d_cycles, float* d_sink) {
   const int wgmmas = kO ? (kV / 64) * (kTile / 16) : kQK / 16;
   const double per_tile = double(c[0]) / reps;
   printf("%s N=%3d chains=%d warpgroups=%d: %8.0f cycles per tile per warpgroup, %6.1f per WGMMA%s%s\n",
-         kO ? "O^T=V^T.P^T   " : kRS ? "S^T=K.Q^T (RS)" : "S^T=K.Q^T     ", N, kChains, warpgroups, per_tile, per_tile / wgmmas,
+         kO ? (kRS == 2 ? "O^T (LDSM.T+RS)   " : "O^T=V^T.P^T       ") : kRS == 2 ? "S^T=K.Q^T (LDSM+RS)" : kRS ? "S^T=K.Q^T (RS)    " : "S^T=K.Q^T         ", N, kChains, warpgroups, per_tile, per_tile / wgmmas,
          err == cudaSuccess ? "" : "  ERROR: ", err == cudaSuccess ? "" : cudaGetErrorString(err));
 }
 
@@ -170,8 +239,15 @@ int main() {
     run<8, 1, true>(wgs, d_cycles, d_sink);
     run<16, 1, true>(wgs, d_cycles, d_sink);
     run<32, 1, true>(wgs, d_cycles, d_sink);
-    run<8, 4, false, true>(wgs, d_cycles, d_sink);
-    run<32, 1, false, true>(wgs, d_cycles, d_sink);
+    run<8, 4, false, 1>(wgs, d_cycles, d_sink);
+    run<16, 4, false, 1>(wgs, d_cycles, d_sink);
+    run<32, 1, false, 1>(wgs, d_cycles, d_sink);
+    run<8, 1, true, 2>(wgs, d_cycles, d_sink);
+    run<16, 1, true, 2>(wgs, d_cycles, d_sink);
+    run<32, 1, true, 2>(wgs, d_cycles, d_sink);
+    run<8, 4, false, 2>(wgs, d_cycles, d_sink);
+    run<16, 4, false, 2>(wgs, d_cycles, d_sink);
+    run<32, 2, false, 2>(wgs, d_cycles, d_sink);
   }
   return 0;
 }
