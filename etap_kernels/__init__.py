@@ -11,6 +11,7 @@ from .interface import (
     mla_decode,
     num_sm_parts,
     row_grouping,
+    split_mode,
 )
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "mla_decode",
     "num_sm_parts",
     "row_grouping",
+    "split_mode",
 ]
 __version__ = "0.1.0"

@@ -39,9 +39,19 @@ constexpr int kThreads = 384;
 constexpr int kChunksPerRow = kDimQK / 8;  // 16-byte chunks per 576-wide row
 constexpr int kNopeChunks = kDimV / 8;
 
-template <class T, int N, bool kFp8>
+// kDimSplit (16-bit only): both warpgroups hold the same N rows and share each tile's work
+// instead of repeating it: warpgroup w computes S^T over half of the 576 columns (the partial
+// scores are exchanged through shared memory) and O^T for latent dims [256 w, 256 w + 256).
+// Each tile then costs 36 + 32 WGMMAs per CTA, not 2 x (36 + 32): at N <= 32 the WGMMAs are
+// bound by shared-memory operand reads (scripts/wgmma_probe.cu), not by tensor math.
+template <class T, int N, bool kFp8, bool kDimSplit = false>
 struct Config {
   static_assert(N % 8 == 0 && N >= 8 && N <= 32, "rows per warpgroup must be 8..32 in steps of 8");
+  static_assert(!(kFp8 && kDimSplit), "the dim split is a 16-bit path");
+  static constexpr int kQBuffers = kDimSplit ? 1 : 2;  // dim split: one Q, read by both halves
+  static constexpr int kOAtoms = kDimSplit ? 4 : 8;    // 64-dim O^T atoms per warpgroup
+  static constexpr int kDimsPerWg = 64 * kOAtoms;
+  static constexpr int kSBlocks = kDimQK / 16 / (kDimSplit ? 2 : 1);  // S^T k-blocks per warpgroup
   using MmaT = std::conditional_t<kFp8, cutlass::half_t, T>;  // operand type of O^T's WGMMA
   using Fp8 = cutlass::float_e4m3_t;
   // e4m3 tiles are half as big: as many stages as fit beside Q (bf16 staging + e4m3 hi/lo).
@@ -50,14 +60,16 @@ struct Config {
   static constexpr int kTileBytes = kFp8 ? kFp8TileBytes : kTileKV * kDimQK * int(sizeof(T));
   // Page ids are fetched kPageAhead tiles ahead of their copies (cp.async into a ring), so the
   // producer's loop does not wait a memory round trip per tile; 16-bit N = 32 has room for 1.
-  static constexpr int kPageAhead = (!kFp8 && N == 32) ? 1 : 4;
+  static constexpr int kPageAhead = (!kFp8 && !kDimSplit && N == 32) ? 1 : 4;
   static constexpr int kPageRing = kPageAhead + 2;
   using SwAtom = GMMA::Layout_K_SW128_Atom<T>;
   using LayoutKV = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTileKV>, Int<kDimQK>>{}));
-  using LayoutV = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTileKV>, Int<kDimV>>{}));
-  // V^T as the MN-major A operand: the same bytes as the first 512 columns of the KV tile.
+  // This warpgroup's latent dims of V; 64-column blocks of the tile lie 64 x 64 elements apart,
+  // so dims [256, 512) start 4 blocks in and keep the same layout.
+  using LayoutV = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTileKV>, Int<kDimsPerWg>>{}));
+  // V^T as the MN-major A operand: the same bytes as the V columns of the KV tile.
   using LayoutVt =
-      decltype(composition(LayoutV{}, make_layout(Shape<Int<kDimV>, Int<kTileKV>>{}, GenRowMajor{})));
+      decltype(composition(LayoutV{}, make_layout(Shape<Int<kDimsPerWg>, Int<kTileKV>>{}, GenRowMajor{})));
   using LayoutQ = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kDimQK>>{}));
   using LayoutP = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kTileKV>>{}));
   using MmaS = decltype(make_tiled_mma(
@@ -75,7 +87,7 @@ struct Config {
       kFp8,
       decltype(GMMA::rs_op_selector<MmaT, MmaT, float, Shape<Int<kDimV>, Int<N>, Int<kTileKV>>,
                                     GMMA::Major::K, GMMA::Major::K>()),
-      decltype(GMMA::ss_op_selector<T, T, float, Shape<Int<kDimV>, Int<N>, Int<kTileKV>>,
+      decltype(GMMA::ss_op_selector<T, T, float, Shape<Int<kDimsPerWg>, Int<N>, Int<kTileKV>>,
                                     GMMA::Major::MN, GMMA::Major::K>())>{}));
   // Register-A fragment of V^T (FP8 path), shaped by a plain layout.
   using LayoutVtRegs = Layout<Shape<Int<kDimV>, Int<kTileKV>>, Stride<Int<kTileKV>, _1>>;
@@ -100,12 +112,23 @@ struct Fp8Storage<true, N> {
   alignas(1024) uint8_t q8[2][2 * N * kDimQK];  // e4m3 [Qhi; Qlo] per warpgroup
 };
 
-template <class T, int N, bool kFp8>
-struct alignas(1024) SharedStorage : Fp8Storage<kFp8, N> {
-  using C = Config<T, N, kFp8>;
+// Dim split only: each warpgroup's partial S^T, double-buffered by tile parity (a warpgroup
+// rewrites its buffer two tiles later, after the other has read it: each waits for the other's
+// next exchange first), in fragment order [value][thread].
+template <bool kDimSplit, int N>
+struct DimSplitStorage {};
+template <int N>
+struct DimSplitStorage<true, N> {
+  float s_part[2][2][N / 2 * 128];  // [warpgroup][tile parity][value * 128 + thread]
+  uint64_t s_part_full[2];          // per warpgroup: its partial of this tile is written
+};
+
+template <class T, int N, bool kFp8, bool kDimSplit = false>
+struct alignas(1024) SharedStorage : Fp8Storage<kFp8, N>, DimSplitStorage<kDimSplit, N> {
+  using C = Config<T, N, kFp8, kDimSplit>;
   static constexpr int kStages = C::kStages;
   alignas(1024) uint8_t kv[kStages][C::kTileBytes];
-  alignas(1024) T q[2][cosize_v<typename C::LayoutQ>];
+  alignas(1024) T q[C::kQBuffers][cosize_v<typename C::LayoutQ>];
   alignas(1024) typename C::MmaT p[2][cosize_v<typename C::LayoutP>];
   float red[2][2][4][N];     // [warpgroup][parity][warp][column]: cross-warp column reductions
   float q_amax[2][kFp8 ? N : 1];  // FP8: per-row max |q| (kept here: in the base it would cost 1 KB of alignment)
@@ -187,10 +210,10 @@ __device__ __forceinline__ int effective_len(const DecodeParams& p, int i) {
   return int(len < cap ? len : (cap < 0 ? 0 : cap));
 }
 
-template <class T, int N, bool kFp8>
-__device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T, N, kFp8>& ss,
+template <class T, int N, bool kFp8, bool kDimSplit>
+__device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T, N, kFp8, kDimSplit>& ss,
                                          int part, int group) {
-  using C = Config<T, N, kFp8>;
+  using C = Config<T, N, kFp8, kDimSplit>;
   using KvT = std::conditional_t<kFp8, uint8_t, T>;
   constexpr int kStages = C::kStages;
   const int tid = threadIdx.x % 128;
@@ -223,14 +246,16 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
     };
     for (int d = 0; d < C::kPageAhead; ++d) prefetch_pages(pc.tile_begin + d, it + d);
 
-    // Q rows of this group, both warpgroups' halves; rows past the end are zero-filled. Later
-    // pieces load Q after issuing their first tiles, so those overlap the previous epilogue.
+    // Q rows of this group, both warpgroups' halves (dim split: one copy both read); rows past
+    // the end are zero-filled. Later pieces load Q after issuing their first tiles, so those
+    // overlap the previous epilogue.
     auto load_q = [&]() {
       mbar_wait(&ss.q_empty, (piece_idx & 1) ^ 1);
-      for (int c = tid; c < 2 * N * kChunksPerRow; c += 128) {
+      for (int c = tid; c < C::kQBuffers * N * kChunksPerRow; c += 128) {
         const int row = c / kChunksPerRow, chunk = c % kChunksPerRow;
         const int wg = row / N, r = row % N;
-        const int local = p.kv_split ? r : wg * N + r;  // KV split: both warpgroups hold the same rows
+        // KV split: both warpgroups hold the same rows
+        const int local = (kDimSplit || p.kv_split) ? r : wg * N + r;
         const int grow = group * p.rows_per_group + local;
         const bool valid = local < p.rows_per_group && grow < p.rows;
         const int tok = valid ? grow / p.h_q : 0, head = valid ? grow % p.h_q : 0;
@@ -339,33 +364,35 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
   ETAP_TRACE_DUMP(0);
 }
 
-template <class T, int N, bool kFp8>
-__device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T, N, kFp8>& ss,
+template <class T, int N, bool kFp8, bool kDimSplit>
+__device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T, N, kFp8, kDimSplit>& ss,
                                          int part, int group, int wg) {
-  using C = Config<T, N, kFp8>;
+  using C = Config<T, N, kFp8, kDimSplit>;
   using MmaT = typename C::MmaT;
   constexpr int kStages = C::kStages;
   constexpr int kCols = C::kCols;
   const int tid = threadIdx.x % 128;
   const int lane = tid % 32, warp = tid / 32;
   const int bar_id = 2 + wg;
-  const int wg_row0 = p.kv_split ? 0 : wg * N;  // this warpgroup's first row within the group
+  const bool kv_split = !kDimSplit && p.kv_split;
+  const int wg_row0 = (kDimSplit || kv_split) ? 0 : wg * N;  // this warpgroup's first row within the group
+  const int dim0 = kDimSplit ? wg * C::kDimsPerWg : 0;        // this warpgroup's first latent dim of O
 
   typename C::MmaS mma_s;
   typename C::MmaO mma_o;
   auto thr_s = mma_s.get_thread_slice(tid);
   auto thr_o = mma_o.get_thread_slice(tid);
 
-  Tensor sQ = make_tensor(make_smem_ptr(ss.q[wg]), typename C::LayoutQ{});
+  Tensor sQ = make_tensor(make_smem_ptr(ss.q[kDimSplit ? 0 : wg]), typename C::LayoutQ{});
   Tensor sP = make_tensor(make_smem_ptr(ss.p[wg]), typename C::LayoutP{});
   Tensor tSrQ = thr_s.partition_fragment_B(sQ);
   Tensor tOrP = thr_o.partition_fragment_B(sP);
   Tensor accS = partition_fragment_C(mma_s, Shape<Int<kTileKV>, Int<N>>{});  // ((2,2,N/8),1,1)
-  Tensor accO = partition_fragment_C(mma_o, Shape<Int<kDimV>, Int<N>>{});    // ((2,2,N/8),8,1)
+  Tensor accO = partition_fragment_C(mma_o, Shape<Int<C::kDimsPerWg>, Int<N>>{});  // ((2,2,N/8),atoms,1)
 
   // One WGMMA atom spans all N columns, so fragments are ((2,2,N/8), M atoms, 1).
   static_assert(decltype(size<0>(accS))::value == N / 2 && decltype(size<2>(accS))::value == 1);
-  static_assert(decltype(size<0>(accO))::value == N / 2 && decltype(size<1>(accO))::value == 8 &&
+  static_assert(decltype(size<0>(accO))::value == N / 2 && decltype(size<1>(accO))::value == C::kOAtoms &&
                 decltype(size<2>(accO))::value == 1);
   // Accumulator element (v0, v1, j) of a 64xN atom sits at row 16*warp + lane/4 + 8*v1 and
   // column 2*(lane%4) + v0 + 8*j; column slot c = v0 + 2*j indexes this thread's columns.
@@ -375,7 +402,8 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   auto value_of_slot = [](int c, int h) { return (c % 2) + 2 * h + 4 * (c / 2); };
   // Latent dim of accumulator value v of O^T atom mi (the FP8 path permutes the rows).
   auto dv_of = [&](int mi, int v) {
-    return kFp8 ? dv_of_fp8(warp, lane / 4, mi, (v / 2) % 2) : 64 * mi + 16 * warp + lane / 4 + 8 * ((v / 2) % 2);
+    return kFp8 ? dv_of_fp8(warp, lane / 4, mi, (v / 2) % 2)
+                : dim0 + 64 * mi + 16 * warp + lane / 4 + 8 * ((v / 2) % 2);
   };
   // FP8: the softmax scale (log2 units) and the cache scale are folded into Q; the output is
   // scaled by the cache scale (V = the latent part of K).
@@ -478,7 +506,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     fence_proxy_async();
 
     for (int t = pc.tile_begin; t < pc.tile_end; ++t, ++it) {
-      if (p.kv_split && (it & 1) != wg) continue;  // the other warpgroup's tile
+      if (kv_split && (it & 1) != wg) continue;  // the other warpgroup's tile
       const int stage = it % kStages;
       ETAP_MARK(4);
       mbar_wait(&ss.full[stage], (it / kStages) & 1);
@@ -544,10 +572,19 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
 #pragma unroll
         for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(accS_part[ch]);
         warpgroup_arrive();
+        // k-blocks [k0, k0 + kSBlocks): all 36, or this warpgroup's half (dim split)
+        auto s_blocks = [&](auto k0) {
 #pragma unroll
-        for (int k = 0; k < size<2>(tSrK); ++k) {
-          mma_s.accumulate_ = k < C::kSChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-          cute::gemm(mma_s, tSrK(_, _, k), tSrQ(_, _, k), accS_part[k % C::kSChains]);
+          for (int k = 0; k < C::kSBlocks; ++k) {
+            mma_s.accumulate_ = k < C::kSChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+            cute::gemm(mma_s, tSrK(_, _, k0 + k), tSrQ(_, _, k0 + k), accS_part[k % C::kSChains]);
+          }
+        };
+        if constexpr (kDimSplit) {
+          if (wg == 0) s_blocks(Int<0>{});
+          else s_blocks(Int<C::kSBlocks>{});
+        } else {
+          s_blocks(Int<0>{});
         }
         warpgroup_commit_batch();
         warpgroup_wait<0>();
@@ -560,6 +597,18 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
 #pragma unroll
           for (int ch = 1; ch < C::kSChains; ++ch) sum += accS_part[ch](i);
           accS(i) = sum;
+        }
+        if constexpr (kDimSplit) {
+          // Add the other warpgroup's partial (the other half of the columns): both then hold
+          // the same scores, bit for bit (a + b == b + a), and run the same softmax.
+          float* mine = ss.s_part[wg][it & 1];
+          const float* other = ss.s_part[wg ^ 1][it & 1];
+#pragma unroll
+          for (int i = 0; i < size(accS); ++i) mine[i * 128 + tid] = accS(i);
+          mbar_arrive(&ss.s_part_full[wg]);
+          mbar_wait(&ss.s_part_full[wg ^ 1], it & 1);
+#pragma unroll
+          for (int i = 0; i < size(accS); ++i) accS(i) += other[i * 128 + tid];
         }
       }
 
@@ -705,7 +754,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       }
     }
 
-    if (p.kv_split) {
+    if (kv_split) {
       // Merge the two warpgroups' (m, l, O) for the same rows. Each Q buffer is free now (its
       // warpgroup's WGMMAs are done): its tail holds that warpgroup's (m, l), and warpgroup 1's
       // rescaled O passes to warpgroup 0 through its Q buffer in two halves, fragment by fragment.
@@ -779,14 +828,16 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     }
 
     const int row0 = group * p.rows_per_group + wg_row0;  // global query row of column 0
+    const bool wg_writes_lse = !kDimSplit || wg == 0;  // dim split: both hold the same lse
     auto row_valid = [&](int n) {
       return wg_row0 + n < p.rows_per_group && row0 + n < p.rows;
     };
 
     if (pc.slot == -1) {
-      // Whole sequence in this piece: normalise, stage [N][512] in this warpgroup's Q buffer,
+      // Whole sequence in this piece: normalise, stage [N][512] in this warpgroup's Q buffer
+      // (dim split: each its dims of the shared one, free once the last scores were exchanged),
       // then write 16-byte vectors of out.
-      T* stage_buf = ss.q[wg];
+      T* stage_buf = ss.q[kDimSplit ? 0 : wg];
 #pragma unroll
       for (int mi = 0; mi < size<1>(accO); ++mi) {
 #pragma unroll
@@ -799,8 +850,9 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       }
       named_barrier_sync(bar_id, 128);
       T* out = static_cast<T*>(p.out);
-      for (int idx = tid; idx < N * (kDimV / 8); idx += 128) {
-        const int n = idx / (kDimV / 8), chunk = idx % (kDimV / 8);
+      constexpr int kChunks = C::kDimsPerWg / 8;
+      for (int idx = tid; idx < N * kChunks; idx += 128) {
+        const int n = idx / kChunks, chunk = dim0 / 8 + idx % kChunks;
         if (!row_valid(n)) continue;
         const int grow = row0 + n;
         const int tok = grow / p.h_q, head = grow % p.h_q;
@@ -809,7 +861,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         *reinterpret_cast<uint4*>(dst) =
             *reinterpret_cast<const uint4*>(stage_buf + n * C::kStagePitch + chunk * 8);
       }
-      if (warp == 0 && lane < 4) {
+      if (wg_writes_lse && warp == 0 && lane < 4) {
 #pragma unroll
         for (int c = 0; c < kCols; ++c) {
           const int n = col_of(c);
@@ -851,7 +903,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           }
         }
       }
-      if (warp == 0 && lane < 4) {
+      if (wg_writes_lse && warp == 0 && lane < 4) {
 #pragma unroll
         for (int c = 0; c < kCols; ++c) {
           const int n = col_of(c);
@@ -866,18 +918,19 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   ETAP_TRACE_DUMP(1 + wg);
 }
 
-template <class T, int N, bool kFp8>
+template <class T, int N, bool kFp8, bool kDimSplit>
 __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_constant__ DecodeParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  constexpr int kStages = Config<T, N, kFp8>::kStages;
+  constexpr int kStages = Config<T, N, kFp8, kDimSplit>::kStages;
   extern __shared__ __align__(1024) char smem_raw[];
-  auto& ss = *reinterpret_cast<SharedStorage<T, N, kFp8>*>(smem_raw);
+  auto& ss = *reinterpret_cast<SharedStorage<T, N, kFp8, kDimSplit>*>(smem_raw);
   const int part = blockIdx.x, group = blockIdx.y;
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbar_init(&ss.full[s], 128);   // one cp.async arrival per producer thread
-      mbar_init(&ss.empty[s], p.kv_split ? 128 : 256);  // every thread that read the stage releases it
+      // every thread that read the stage releases it
+      mbar_init(&ss.empty[s], !kDimSplit && p.kv_split ? 128 : 256);
     }
     mbar_init(&ss.q_full, 128);
     mbar_init(&ss.q_empty, 256);
@@ -885,6 +938,10 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
     mbar_init(&ss.merge_ml[1], 128);
     mbar_init(&ss.xfer_full, 128);
     mbar_init(&ss.xfer_empty, 128);
+    if constexpr (kDimSplit) {
+      mbar_init(&ss.s_part_full[0], 128);
+      mbar_init(&ss.s_part_full[1], 128);
+    }
     fence_mbarrier_init();
   }
   __syncthreads();
@@ -892,19 +949,19 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
     cutlass::arch::warpgroup_reg_dealloc<40>();
-    producer<T, N, kFp8>(p, ss, part, group);
+    producer<T, N, kFp8, kDimSplit>(p, ss, part, group);
   } else {
     cutlass::arch::warpgroup_reg_alloc<232>();
-    consumer<T, N, kFp8>(p, ss, part, group, wg - 1);
+    consumer<T, N, kFp8, kDimSplit>(p, ss, part, group, wg - 1);
   }
 #endif
 }
 
-template <class T, int N, bool kFp8>
+template <class T, int N, bool kFp8, bool kDimSplit>
 int launch_decode_impl(const DecodeParams& p, void* stream) {
-  constexpr int smem = sizeof(SharedStorage<T, N, kFp8>);
+  constexpr int smem = sizeof(SharedStorage<T, N, kFp8, kDimSplit>);
   static_assert(smem <= 232448, "exceeds the 227 KB of shared memory a Hopper CTA can opt into");
-  auto kernel = decode_kernel<T, N, kFp8>;
+  auto kernel = decode_kernel<T, N, kFp8, kDimSplit>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return int(err);
   dim3 grid(p.num_parts, p.num_groups);
@@ -918,6 +975,13 @@ int launch_decode_impl(const DecodeParams& p, void* stream) {
 #define ETAP_DEFINE_LAUNCH(dt, T, n, fp8)                                     \
   namespace etap {                                                            \
   int launch_decode_##dt##_n##n(const DecodeParams& p, void* stream) {        \
-    return sm90::launch_decode_impl<T, n, fp8>(p, stream);                    \
+    return sm90::launch_decode_impl<T, n, fp8, false>(p, stream);             \
+  }                                                                           \
+  }
+// The dim split (16-bit): n rows held by both warpgroups.
+#define ETAP_DEFINE_LAUNCH_DIM_SPLIT(dt, T, n)                                \
+  namespace etap {                                                            \
+  int launch_decode_##dt##_d##n(const DecodeParams& p, void* stream) {        \
+    return sm90::launch_decode_impl<T, n, false, true>(p, stream);            \
   }                                                                           \
   }
