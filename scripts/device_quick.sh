@@ -1,0 +1,31 @@
+#!/bin/bash
+# A short device pass for one kernel change: build, the GPU decode tests, the quick bf16 grid
+# against FlashMLA with ETAP variants as extra columns, and tile traces. Detached use:
+#   mkdir -p /tmp/R && (setsid nohup bash scripts/device_quick.sh /tmp/R > /tmp/R/session.log 2>&1 < /dev/null &)
+# Needs the nvidia-cutlass and sglang-kernel wheels in $WHEELS (default /tmp/etap_wheels).
+set -uo pipefail
+R=${1:?usage: device_quick.sh RESULT_DIR}
+WHEELS=${WHEELS:-/tmp/etap_wheels}
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+mkdir -p "$R"
+export PYTHONPATH=/tmp/cs:$PWD PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
+export ETAP_FLASHMLA_SO=/tmp/cs/sgl_kernel/flashmla_ops.abi3.so
+log() { echo "$(date +%T) $*" >> "$R/progress.log"; }
+step() {  # step NAME LOGFILE COMMAND...
+  local name=$1 out=$2 t0=$SECONDS rc
+  shift 2
+  log "start $name"
+  "$@" > "$out" 2>&1
+  rc=$?
+  log "end   $name: exit $rc, $((SECONDS - t0)) s"
+  return $rc
+}
+[ -d /tmp/cs/cutlass_library ] || step install "$R/install.log" python3 -m pip install --no-index --no-deps \
+  --no-compile --target /tmp/cs "$WHEELS"/nvidia_cutlass-*.whl "$WHEELS"/sglang_kernel-*.whl
+step build "$R/build.log" python3 -c "import etap_kernels; etap_kernels.interface.load_extension(); print('built')" || exit 1
+step gpu-tests "$R/gpu_tests.log" env ETAP_REQUIRE_GPU=1 python3 -m pytest -q -x ${ETAP_QUICK_TESTS:-tests/test_decode_gpu.py}
+step bench "$R/bench.log" python3 scripts/bench_decode.py --grid quick --peers flashmla --out "$R/bench" \
+  --variants "${ETAP_VARIANTS:-}"
+step trace "$R/trace.log" bash -c "python3 scripts/trace_case.py --json $R/trace_bf16_h16.json && \
+  python3 scripts/trace_case.py --h-q 32 --json $R/trace_bf16_h32.json"
+log "done"
