@@ -26,6 +26,6 @@ step build "$R/build.log" python3 -c "import etap_kernels; etap_kernels.interfac
 step gpu-tests "$R/gpu_tests.log" env ETAP_REQUIRE_GPU=1 python3 -m pytest -q -x ${ETAP_QUICK_TESTS:-tests/test_decode_gpu.py}
 step bench "$R/bench.log" python3 scripts/bench_decode.py --grid quick --peers flashmla --out "$R/bench" \
   --variants "${ETAP_VARIANTS:-}"
-step trace "$R/trace.log" bash -c "python3 scripts/trace_case.py --json $R/trace_bf16_h16.json && \
+[ -n "${ETAP_QUICK_TRACE:-1}" ] && step trace "$R/trace.log" bash -c "python3 scripts/trace_case.py --json $R/trace_bf16_h16.json && \
   python3 scripts/trace_case.py --h-q 32 --json $R/trace_bf16_h32.json"
 log "done"

@@ -717,7 +717,8 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         }
         warpgroup_wait<0>();
       } else {
-        Tensor sVt = make_tensor(make_smem_ptr(reinterpret_cast<T*>(tile)), typename C::LayoutVt{});
+        // this warpgroup's latent dims start dim0 / 64 blocks of 64 x 64 elements in
+        Tensor sVt = make_tensor(make_smem_ptr(reinterpret_cast<T*>(tile) + dim0 * kTileKV), typename C::LayoutVt{});
         Tensor tOrVt = thr_o.partition_fragment_A(sVt);
         warpgroup_arrive();
 #pragma unroll
