@@ -24,8 +24,16 @@ step() {  # step NAME LOGFILE COMMAND...
   --no-compile --target /tmp/cs "$WHEELS"/nvidia_cutlass-*.whl "$WHEELS"/sglang_kernel-*.whl
 step build "$R/build.log" python3 -c "import etap_kernels; etap_kernels.interface.load_extension(); print('built')" || exit 1
 step gpu-tests "$R/gpu_tests.log" env ETAP_REQUIRE_GPU=1 python3 -m pytest -q -x ${ETAP_QUICK_TESTS:-tests/test_decode_gpu.py}
+# SM clock and power while the grid runs (a memory-bound kernel can meet the power limit)
+nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv -lms 200 \
+  > "$R/smi_during_bench.csv" 2>&1 &
+SMI=$!
 step bench "$R/bench.log" python3 scripts/bench_decode.py --grid quick --peers flashmla --out "$R/bench" \
-  --variants "${ETAP_VARIANTS:-}"
-[ -n "${ETAP_QUICK_TRACE:-1}" ] && step trace "$R/trace.log" bash -c "python3 scripts/trace_case.py --json $R/trace_bf16_h16.json && \
-  python3 scripts/trace_case.py --h-q 32 --json $R/trace_bf16_h32.json"
+  --variants "${ETAP_VARIANTS:-}" ${ETAP_QUICK_WHERE:+--where "$ETAP_QUICK_WHERE"}
+kill $SMI
+if [ "${ETAP_QUICK_TRACE:-1}" != 0 ]; then
+  step trace "$R/trace.log" bash -c "python3 scripts/trace_case.py --json $R/trace_bf16_h16.json && \
+    ETAP_DIM_SPLIT_MAX_ROWS=0 python3 scripts/trace_case.py --json $R/trace_bf16_h16_rows.json && \
+    python3 scripts/trace_case.py --h-q 32 --json $R/trace_bf16_h32.json"
+fi
 log "done"

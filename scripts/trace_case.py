@@ -48,6 +48,30 @@ def parse(text: str) -> dict:
     return marks
 
 
+def parse_ctas(text: str) -> dict:
+    """ETAP_CTA lines (every CTA's consumer warpgroup 0: start ns, span ns, span cycles, tiles) ->
+    the spread of spans, the SM clock (cycles / ns) and cycles per tile over all CTAs."""
+    rows = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 7 and parts[0] == "ETAP_CTA":
+            rows.append(tuple(int(x) for x in parts[1:]))
+    if not rows:
+        return {}
+
+    def spread(xs):
+        return dict(min=round(min(xs), 1), median=round(statistics.median(xs), 1), max=round(max(xs), 1))
+
+    start = min(r[2] for r in rows)
+    return dict(
+        n=len(rows),
+        span_us=spread([r[3] / 1e3 for r in rows]),
+        kernel_us=round((max(r[2] + r[3] for r in rows) - start) / 1e3, 1),
+        clock_mhz=spread([r[4] / r[3] * 1e3 for r in rows if r[3] > 0]),
+        cycles_per_tile=spread([r[4] / r[5] for r in rows if r[5] > 0]),
+    )
+
+
 def step_cycles(seq, a: int, b: int) -> list:
     """Cycles from each event a to the next event b after it (same thread)."""
     out = []
@@ -117,6 +141,7 @@ def main(argv=None) -> int:
     captured(calls[0])  # builds the trace extension and warms up; its marks are dropped
     text = captured(calls[1 % len(calls)])
     res = summarize(parse(text))
+    ctas = parse_ctas(text)
     clock_ghz = torch.cuda.get_device_properties(0).clock_rate / 1e6 if hasattr(
         torch.cuda.get_device_properties(0), "clock_rate") else None
     out = dict(case=vars(args), device=torch.cuda.get_device_name(), sm_clock_ghz=clock_ghz, threads=res)
@@ -126,6 +151,12 @@ def main(argv=None) -> int:
         print(f"  {name}: {r['tiles']} tiles, {r['cycles_per_tile']} cycles per tile")
         for what, st in r["steps"].items():
             print(f"    {what:55s} median {st['median']:>8} cycles (n = {st['n']})")
+    if ctas:
+        out["ctas"] = ctas
+        print(f"  all CTAs ({ctas['n']}): span {ctas['span_us']['min']}..{ctas['span_us']['max']} us "
+              f"(median {ctas['span_us']['median']}), kernel {ctas['kernel_us']} us; SM clock "
+              f"{ctas['clock_mhz']['min']}..{ctas['clock_mhz']['max']} MHz; cycles per tile "
+              f"{ctas['cycles_per_tile']['min']}..{ctas['cycles_per_tile']['max']} (median {ctas['cycles_per_tile']['median']})")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0

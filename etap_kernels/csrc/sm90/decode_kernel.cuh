@@ -112,15 +112,22 @@ struct Fp8Storage<true, N> {
   alignas(1024) uint8_t q8[2][2 * N * kDimQK];  // e4m3 [Qhi; Qlo] per warpgroup
 };
 
-// Dim split only: each warpgroup's partial S^T, double-buffered by tile parity (a warpgroup
-// rewrites its buffer two tiles later, after the other has read it: each waits for the other's
-// next exchange first), in fragment order [value][thread].
+// Dim split only. Warpgroup w owns the softmax of the accumulator columns of parity w (query
+// rows 2 i + w). Per tile it hands the other its partial scores of the other's columns, then its
+// P^T rows and alpha (the rescale of O) of its own; per piece, its (m, l). Tile-parity double
+// buffers: a warpgroup rewrites one two tiles later, after waiting for the other's next partial,
+// which the other sends only after reading this one. Partials in fragment order [value][thread];
+// the shared P^T is ss.p[tile parity].
 template <bool kDimSplit, int N>
 struct DimSplitStorage {};
 template <int N>
 struct DimSplitStorage<true, N> {
-  float s_part[2][2][N / 2 * 128];  // [warpgroup][tile parity][value * 128 + thread]
+  float s_part[2][2][N / 4 * 128];  // [warpgroup][tile parity][value * 128 + thread]
+  float alpha[2][N];                // [tile parity][column]
+  float ml[2][2][N];                // [warpgroup][m, l][column]: the piece's softmax state
   uint64_t s_part_full[2];          // per warpgroup: its partial of this tile is written
+  uint64_t p_full[2];               // per warpgroup: its P^T rows and alpha of this tile are written
+  uint64_t ml_full[2];              // per warpgroup: its (m, l) of this piece are written
 };
 
 template <class T, int N, bool kFp8, bool kDimSplit = false>
@@ -167,10 +174,24 @@ struct Trace {
 #define ETAP_TRACE_INIT(tid) Trace trace; trace.on = blockIdx.x == 0 && blockIdx.y == 0 && (tid) == 0
 #define ETAP_MARK(event) trace.mark(event)
 #define ETAP_TRACE_DUMP(who) trace.dump(who)
+// Every CTA: thread 0 of consumer warpgroup 0 prints its span in ns (globaltimer) and cycles and
+// its tile count, so a trace shows how representative CTA (0, 0) is and the SM clock it ran at.
+__device__ __forceinline__ long long global_ns() {
+  long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+#define ETAP_CTA_SPAN_BEGIN(tid) const long long span_ns0 = global_ns(), span_clk0 = clock64()
+#define ETAP_CTA_SPAN_END(tid, wg, tiles)                                                             \
+  if ((tid) == 0 && (wg) == 0)                                                                        \
+  printf("ETAP_CTA %d %d %lld %lld %lld %d\n", int(blockIdx.x), int(blockIdx.y), span_ns0,            \
+         global_ns() - span_ns0, clock64() - span_clk0, tiles)
 #else
 #define ETAP_TRACE_INIT(tid)
 #define ETAP_MARK(event)
 #define ETAP_TRACE_DUMP(who)
+#define ETAP_CTA_SPAN_BEGIN(tid)
+#define ETAP_CTA_SPAN_END(tid, wg, tiles)
 #endif
 // Trace events: producer 1 = waits for a free stage, 2 = has it; consumer 3 = piece starts
 // (Q ready), 4 = waits for a tile, 5 = has it, 6 = S^T done, 7 = column max reduced,
@@ -384,9 +405,11 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   auto thr_o = mma_o.get_thread_slice(tid);
 
   Tensor sQ = make_tensor(make_smem_ptr(ss.q[kDimSplit ? 0 : wg]), typename C::LayoutQ{});
-  Tensor sP = make_tensor(make_smem_ptr(ss.p[wg]), typename C::LayoutP{});
+  Tensor sP = make_tensor(make_smem_ptr(ss.p[kDimSplit ? 0 : wg]), typename C::LayoutP{});
   Tensor tSrQ = thr_s.partition_fragment_B(sQ);
   Tensor tOrP = thr_o.partition_fragment_B(sP);
+  // dim split: P^T is shared, ss.p[tile parity]; tOrP is parity 0 (ss.p[0] for warpgroup 0)
+  Tensor tOrP1 = thr_o.partition_fragment_B(make_tensor(make_smem_ptr(ss.p[1]), typename C::LayoutP{}));
   Tensor accS = partition_fragment_C(mma_s, Shape<Int<kTileKV>, Int<N>>{});  // ((2,2,N/8),1,1)
   Tensor accO = partition_fragment_C(mma_o, Shape<Int<C::kDimsPerWg>, Int<N>>{});  // ((2,2,N/8),atoms,1)
 
@@ -397,6 +420,9 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   // Accumulator element (v0, v1, j) of a 64xN atom sits at row 16*warp + lane/4 + 8*v1 and
   // column 2*(lane%4) + v0 + 8*j; column slot c = v0 + 2*j indexes this thread's columns.
   auto col_of = [&](int c) { return 2 * (lane % 4) + (c % 2) + 8 * (c / 2); };
+  // Dim split: this warpgroup's own columns (parity wg), own column j = slot wg + 2 j.
+  constexpr int kOwnCols = N / 8, kOwn = N / 4;  // own columns and own values per thread
+  auto own_col = [&](int j) { return 2 * (lane % 4) + wg + 8 * j; };
   // Column slot of fragment value i = (v0, v1, j), and value (v0, v1 = h, j) of slot c.
   auto slot_of_value = [](int i) { return (i % 2) + 2 * (i / 4); };
   auto value_of_slot = [](int c, int h) { return (c % 2) + 2 * h + 4 * (c / 2); };
@@ -412,6 +438,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
 
   int it = 0, piece_idx = 0, red_parity = 0;
   ETAP_TRACE_INIT(tid);
+  ETAP_CTA_SPAN_BEGIN(tid);
   for_each_piece(p, part, [&](const Piece& pc) {
     const int len = effective_len(p, pc.batch);
     int limit[kCols];  // KV positions < limit are visible to column c
@@ -429,6 +456,14 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     for (int c = 0; c < kCols; ++c) {
       m_run[c] = -INFINITY;
       l_run[c] = 0.f;
+    }
+    float m_own[kOwnCols], l_own[kOwnCols];  // dim split: own columns
+    int limit_own[kOwnCols];
+#pragma unroll
+    for (int j = 0; j < kOwnCols; ++j) {
+      m_own[j] = -INFINITY;
+      l_own[j] = 0.f;
+      limit_own[j] = wg ? limit[2 * j + 1] : limit[2 * j];
     }
     clear(accO);
 
@@ -598,22 +633,92 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           for (int ch = 1; ch < C::kSChains; ++ch) sum += accS_part[ch](i);
           accS(i) = sum;
         }
-        if constexpr (kDimSplit) {
-          // Add the other warpgroup's partial (the other half of the columns): both then hold
-          // the same scores, bit for bit (a + b == b + a), and run the same softmax.
-          float* mine = ss.s_part[wg][it & 1];
-          const float* other = ss.s_part[wg ^ 1][it & 1];
-#pragma unroll
-          for (int i = 0; i < size(accS); ++i) mine[i * 128 + tid] = accS(i);
-          mbar_arrive(&ss.s_part_full[wg]);
-          mbar_wait(&ss.s_part_full[wg ^ 1], it & 1);
-#pragma unroll
-          for (int i = 0; i < size(accS); ++i) accS(i) += other[i * 128 + tid];
-        }
       }
 
-      // Scale into log2 units and mask positions past each column's limit.
       const bool need_mask = (t + 1) * kTileKV > min_limit;
+      if constexpr (kDimSplit) {
+        // Own values: fragment values (v0 = wg, v1, j) at k = v1 + 2 j; the other's: v0 = 1 - wg.
+        float own[kOwn], theirs[kOwn];
+#pragma unroll
+        for (int k = 0; k < kOwn; ++k) {
+          const int i = 2 * (k % 2) + 4 * (k / 2);
+          own[k] = wg ? accS(i + 1) : accS(i);
+          theirs[k] = wg ? accS(i) : accS(i + 1);
+        }
+        float* give = ss.s_part[wg][it & 1];
+        const float* take = ss.s_part[wg ^ 1][it & 1];
+#pragma unroll
+        for (int k = 0; k < kOwn; ++k) give[k * 128 + tid] = theirs[k];
+        mbar_arrive(&ss.s_part_full[wg]);
+        mbar_wait(&ss.s_part_full[wg ^ 1], it & 1);
+        float col_max[kOwnCols];
+#pragma unroll
+        for (int j = 0; j < kOwnCols; ++j) col_max[j] = -INFINITY;
+#pragma unroll
+        for (int k = 0; k < kOwn; ++k) {
+          const int v1 = k % 2, j = k / 2;
+          float s = (own[k] + take[k * 128 + tid]) * s_mul;
+          if (need_mask) {
+            const int pos = t * kTileKV + 16 * warp + lane / 4 + 8 * v1;
+            if (pos >= limit_own[j]) s = -INFINITY;
+          }
+          own[k] = s;
+          col_max[j] = fmaxf(col_max[j], s);
+        }
+#pragma unroll
+        for (int j = 0; j < kOwnCols; ++j) {
+          col_max[j] = fmaxf(col_max[j], __shfl_xor_sync(0xffffffff, col_max[j], 4));
+          col_max[j] = fmaxf(col_max[j], __shfl_xor_sync(0xffffffff, col_max[j], 8));
+          col_max[j] = fmaxf(col_max[j], __shfl_xor_sync(0xffffffff, col_max[j], 16));
+        }
+        float(*red)[N] = ss.red[wg][red_parity];
+        if (lane < 4) {
+#pragma unroll
+          for (int j = 0; j < kOwnCols; ++j) red[warp][own_col(j)] = col_max[j];
+        }
+        named_barrier_sync(bar_id, 128);
+        ETAP_MARK(7);
+        red_parity ^= 1;
+        float alpha[kOwnCols], base[kOwnCols];
+#pragma unroll
+        for (int j = 0; j < kOwnCols; ++j) {
+          const int n = own_col(j);
+          const float mx = fmaxf(fmaxf(red[0][n], red[1][n]), fmaxf(red[2][n], red[3][n]));
+          const float m_new = fmaxf(m_own[j], mx);
+          base[j] = m_new == -INFINITY ? 0.f : m_new;  // fully masked so far: keep exp2 finite
+          alpha[j] = exp2f(m_own[j] - base[j]);
+          m_own[j] = m_new;
+          l_own[j] *= alpha[j];
+        }
+        // P^T rows of the own columns into the shared buffer of this tile's parity, then alpha.
+        Tensor sPt = make_tensor(make_smem_ptr(ss.p[it & 1]), typename C::LayoutP{});
+#pragma unroll
+        for (int k = 0; k < kOwn; ++k) {
+          const int v1 = k % 2, j = k / 2;
+          const float pr = exp2f(own[k] - base[j]);
+          l_own[j] += pr;
+          sPt(own_col(j), 16 * warp + lane / 4 + 8 * v1) = static_cast<MmaT>(pr);
+        }
+        if (warp == 0 && lane < 4) {
+#pragma unroll
+          for (int j = 0; j < kOwnCols; ++j) ss.alpha[it & 1][own_col(j)] = alpha[j];
+        }
+        fence_proxy_async();
+        mbar_arrive(&ss.p_full[wg]);
+        mbar_wait(&ss.p_full[wg], it & 1);  // own warps' rows too: WGMMA reads them all
+        mbar_wait(&ss.p_full[wg ^ 1], it & 1);
+        ETAP_MARK(8);
+#pragma unroll
+        for (int mi = 0; mi < size<1>(accO); ++mi) {
+#pragma unroll
+          for (int v = 0; v < size<0>(accO); ++v) {
+            const int v0 = v % 2, j = v / 4;
+            const float a = v0 == wg ? alpha[j] : ss.alpha[it & 1][2 * (lane % 4) + v0 + 8 * j];
+            accO(v, mi, 0) *= a;
+          }
+        }
+      } else {
+      // Scale into log2 units and mask positions past each column's limit.
       float col_max[kCols];
 #pragma unroll
       for (int c = 0; c < kCols; ++c) col_max[c] = -INFINITY;
@@ -683,6 +788,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       fence_proxy_async();
       named_barrier_sync(bar_id, 128);
       ETAP_MARK(8);
+      }  // !kDimSplit
 
       // O^T += V^T . P^T
       warpgroup_fence_operand(accO);
@@ -720,10 +826,12 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         // this warpgroup's latent dims start dim0 / 64 blocks of 64 x 64 elements in
         Tensor sVt = make_tensor(make_smem_ptr(reinterpret_cast<T*>(tile) + dim0 * kTileKV), typename C::LayoutVt{});
         Tensor tOrVt = thr_o.partition_fragment_A(sVt);
+        // dim split: the shared P^T of this tile's parity
+        auto tOrPt = kDimSplit && (it & 1) ? tOrP1 : tOrP;
         warpgroup_arrive();
 #pragma unroll
         for (int k = 0; k < size<2>(tOrVt); ++k) {
-          cute::gemm(mma_o, tOrVt(_, _, k), tOrP(_, _, k), accO);
+          cute::gemm(mma_o, tOrVt(_, _, k), tOrPt(_, _, k), accO);
         }
         warpgroup_commit_batch();
         warpgroup_wait<0>();
@@ -733,6 +841,39 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       mbar_arrive(&ss.empty[stage]);
     }
 
+    if constexpr (kDimSplit) {
+      // Own row sums down M, then (m, l) of every column from the owner warpgroups.
+#pragma unroll
+      for (int j = 0; j < kOwnCols; ++j) {
+        l_own[j] += __shfl_xor_sync(0xffffffff, l_own[j], 4);
+        l_own[j] += __shfl_xor_sync(0xffffffff, l_own[j], 8);
+        l_own[j] += __shfl_xor_sync(0xffffffff, l_own[j], 16);
+      }
+      float(*red)[N] = ss.red[wg][red_parity];
+      if (lane < 4) {
+#pragma unroll
+        for (int j = 0; j < kOwnCols; ++j) red[warp][own_col(j)] = l_own[j];
+      }
+      named_barrier_sync(bar_id, 128);
+      red_parity ^= 1;
+      if (warp == 0 && lane < 4) {
+#pragma unroll
+        for (int j = 0; j < kOwnCols; ++j) {
+          const int n = own_col(j);
+          ss.ml[wg][0][n] = m_own[j];
+          ss.ml[wg][1][n] = red[0][n] + red[1][n] + red[2][n] + red[3][n];
+        }
+      }
+      mbar_arrive(&ss.ml_full[wg]);
+      mbar_wait(&ss.ml_full[wg ^ 1], piece_idx & 1);
+      mbar_wait(&ss.ml_full[wg], piece_idx & 1);
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+        const int n = col_of(c), owner = c % 2;
+        m_run[c] = ss.ml[owner][0][n];
+        l_run[c] = ss.ml[owner][1][n];
+      }
+    } else {
     // Row sums: lanes sharing lane%4, then the 4 warps.
 #pragma unroll
     for (int c = 0; c < kCols; ++c) {
@@ -754,6 +895,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         l_run[c] = red[0][n] + red[1][n] + red[2][n] + red[3][n];
       }
     }
+    }  // !kDimSplit
 
     if (kv_split) {
       // Merge the two warpgroups' (m, l, O) for the same rows. Each Q buffer is free now (its
@@ -917,6 +1059,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     ++piece_idx;
   });
   ETAP_TRACE_DUMP(1 + wg);
+  ETAP_CTA_SPAN_END(tid, wg, it);
 }
 
 template <class T, int N, bool kFp8, bool kDimSplit>
@@ -940,8 +1083,11 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
     mbar_init(&ss.xfer_full, 128);
     mbar_init(&ss.xfer_empty, 128);
     if constexpr (kDimSplit) {
-      mbar_init(&ss.s_part_full[0], 128);
-      mbar_init(&ss.s_part_full[1], 128);
+      for (int w = 0; w < 2; ++w) {
+        mbar_init(&ss.s_part_full[w], 128);
+        mbar_init(&ss.p_full[w], 128);
+        mbar_init(&ss.ml_full[w], 128);
+      }
     }
     fence_mbarrier_init();
   }
