@@ -11,7 +11,6 @@ from .interface import (
     mla_decode,
     num_sm_parts,
     row_grouping,
-    split_mode,
 )
 
 __all__ = [
@@ -20,6 +19,5 @@ __all__ = [
     "mla_decode",
     "num_sm_parts",
     "row_grouping",
-    "split_mode",
 ]
 __version__ = "0.1.0"

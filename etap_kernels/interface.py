@@ -50,25 +50,6 @@ def kv_split_max_rows(fp8: bool, page_size: int = TILE_KV) -> int:
         # whole tiles by bulk tensor copies (as bindings.cpp decides) or by cp.async
         bulk = page_size >= 8 and (page_size % TILE_KV == 0 or TILE_KV % page_size == 0)
         name, default = "ETAP_KV_SPLIT_MAX_ROWS", KV_SPLIT_MAX_ROWS if bulk else KV_SPLIT_MAX_ROWS_SMALL_PAGES
-    return _env_rows(name, default)
-
-
-# 16-bit groups of at most this many rows run the "dim split": both warpgroups hold every row
-# and split each tile's work, S^T over half the 576 columns each and O^T over half the 512 latent
-# dims, instead of repeating the tile's 36 + 32 WGMMAs per warpgroup. Small-N WGMMAs are bound by
-# shared-memory operand reads (scripts/wgmma_probe.cu on the H200: 64 x 8 x 16 takes 18 cycles
-# per SM whether one or two warpgroups issue), so halving their count halves the GEMM time.
-# ETAP_DIM_SPLIT_MAX_ROWS overrides it per call (0: never); the e4m3 path has no dim split.
-DIM_SPLIT_MAX_ROWS = 32
-
-
-def dim_split_max_rows(fp8: bool) -> int:
-    if fp8:
-        return 0
-    return _env_rows("ETAP_DIM_SPLIT_MAX_ROWS", DIM_SPLIT_MAX_ROWS)
-
-
-def _env_rows(name: str, default: int) -> int:
     value = os.environ.get(name)
     if value is None:
         return default
@@ -114,29 +95,17 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def split_mode(rows: int, fp8: bool = False, page_size: int = TILE_KV) -> str:
-    """How a CTA's two consumer warpgroups share the work for ``rows`` = s_q * h_q query rows:
-    "dims" (both hold every row and split each tile's columns and latent dims; 16-bit),
-    "kv" (both hold every row and take alternate tiles) or "rows" (each holds half the rows)."""
-    per_group = _cdiv(rows, num_row_groups(rows, fp8))
-    if per_group <= dim_split_max_rows(fp8):
-        return "dims"
-    if per_group <= kv_split_max_rows(fp8, page_size):
-        return "kv"
-    return "rows"
-
-
 def row_grouping(rows: int, fp8: bool = False, page_size: int = TILE_KV) -> Tuple[int, int, int]:
     """(num_groups, rows_per_group, rows_per_warpgroup) for ``rows`` = s_q * h_q query rows.
 
-    A CTA serves up to 64 rows over two consumer warpgroups; each warpgroup's WGMMA N is its row
-    count rounded up to a multiple of 8 (8..32). An FP8 cache keeps V^T in registers (register-A
-    WGMMA), which leaves room for N <= 16 only: 32 rows per CTA. In the "dims" and "kv" modes of
-    ``split_mode`` both warpgroups hold all the rows (``rows_per_warpgroup >= rows_per_group``).
+    A CTA serves up to 64 rows split over two consumer warpgroups; each warpgroup's WGMMA N is
+    its row count rounded up to a multiple of 8 (8..32). An FP8 cache keeps V^T in registers
+    (register-A WGMMA), which leaves room for N <= 16 only: 32 rows per CTA. Small groups run
+    KV split (``rows_per_warpgroup >= rows_per_group``): both warpgroups hold all the rows.
     """
     groups = num_row_groups(rows, fp8)
     per_group = _cdiv(rows, groups)
-    if split_mode(rows, fp8, page_size) != "rows":
+    if per_group <= kv_split_max_rows(fp8, page_size):
         per_wg = 8 * _cdiv(per_group, 8)
     else:
         per_wg = 8 * _cdiv(_cdiv(per_group, 2), 8)
@@ -388,14 +357,13 @@ def mla_decode(
     if page_table.numel() == 0:  # keep a valid pointer; every sequence then has length 0
         page_table = torch.zeros(1, dtype=torch.int32, device=device)
     groups, per_group, per_wg = row_grouping(s_q * h_q, fp8, page_size)
-    dim_split = split_mode(s_q * h_q, fp8, page_size) == "dims"
     parts = tile_scheduler_metadata.shape[0]
     o_accum = torch.empty((2 * parts, groups, ROWS_PER_CTA, HEAD_DIM_V), dtype=torch.float32, device=device)
     lse_accum = torch.empty((2 * parts, groups, ROWS_PER_CTA), dtype=torch.float32, device=device)
     load_extension().decode(
         q_nope, q_rope, ckv_cache, kpe_cache, cache_seqlens, page_table, page_indptr,
         tile_scheduler_metadata, num_splits, out, lse, o_accum, lse_accum,
-        per_group, groups, per_wg, float(softmax_scale), causal, q_scale_t, kv_scale_t, dim_split,
+        per_group, groups, per_wg, float(softmax_scale), causal, q_scale_t, kv_scale_t,
     )
     return out, lse
 

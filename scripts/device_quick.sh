@@ -1,6 +1,8 @@
 #!/bin/bash
 # A short device pass for one kernel change: build, the GPU decode tests, the quick bf16 grid
-# against FlashMLA with ETAP variants as extra columns, and tile traces. Detached use:
+# against FlashMLA with ETAP variants (ETAP_VARIANTS, as bench_decode.py --variants) as extra
+# columns, the SM clock and power sampled during it, and tile traces (ETAP_QUICK_TRACE=0: none).
+# Detached use:
 #   mkdir -p /tmp/R && (setsid nohup bash scripts/device_quick.sh /tmp/R > /tmp/R/session.log 2>&1 < /dev/null &)
 # Needs the nvidia-cutlass and sglang-kernel wheels in $WHEELS (default /tmp/etap_wheels).
 set -uo pipefail
@@ -33,7 +35,6 @@ step bench "$R/bench.log" python3 scripts/bench_decode.py --grid quick --peers f
 kill $SMI
 if [ "${ETAP_QUICK_TRACE:-1}" != 0 ]; then
   step trace "$R/trace.log" bash -c "python3 scripts/trace_case.py --json $R/trace_bf16_h16.json && \
-    ETAP_DIM_SPLIT_MAX_ROWS=0 python3 scripts/trace_case.py --json $R/trace_bf16_h16_rows.json && \
     python3 scripts/trace_case.py --h-q 32 --json $R/trace_bf16_h32.json"
 fi
 log "done"

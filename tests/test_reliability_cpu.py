@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import reliability as R  # noqa: E402
-from etap_kernels.interface import row_grouping, split_mode  # noqa: E402
+from etap_kernels.interface import row_grouping  # noqa: E402
 
 
 def test_random_cases_stay_in_the_supported_space():
@@ -40,14 +40,12 @@ def test_sanitizer_driver_reaches_every_instance():
     picked = set()
     for c in R.driver_cases():
         fp8 = c["dtype"] == "fp8"
-        rows = c["s_q"] * c["h_q"]
-        groups, per_group, per_wg = row_grouping(rows, fp8, c["page_size"])
-        picked.add((c["dtype"], per_wg, split_mode(rows, fp8, c["page_size"])))
+        groups, per_group, per_wg = row_grouping(c["s_q"] * c["h_q"], fp8, c["page_size"])
+        picked.add((c["dtype"], per_wg, per_wg >= per_group))
     for dt in ("bf16", "fp16"):
-        assert {n for d, n, m in picked if d == dt and m == "dims"} == {8, 16, 24, 32}
-        assert {n for d, n, m in picked if d == dt and m == "rows"} == {24, 32}
+        assert {n for d, n, _ in picked if d == dt} == {8, 16, 24, 32}
+        assert (dt, 8, True) in picked and (dt, 8, False) in picked  # KV split and row split
     assert {n for d, n, _ in picked if d == "fp8"} == {8, 16}
-    assert ("fp8", 8, "kv") in picked and ("fp8", 16, "rows") in picked
 
 
 def test_fp8_lse_bound_covers_the_query_quantisation(monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import etap_kernels
-from etap_kernels.interface import row_grouping, split_mode
+from etap_kernels.interface import row_grouping
 
 BF16 = torch.bfloat16
 
@@ -114,30 +114,13 @@ def test_row_grouping_covers_rows_with_padding_below_8(rows):
     assert groups * per_group >= rows > (groups - 1) * per_group
     assert per_group <= 64 and per_wg in (8, 16, 24, 32)
     assert 2 * per_wg >= per_group
-    if split_mode(rows) == "rows":
-        # two warpgroups of N = per_wg columns: fewer than 16 padded columns per CTA
-        assert 2 * per_wg - per_group < 16
-    else:  # both warpgroups hold every row: fewer than 8 padded columns
-        assert 0 <= per_wg - per_group < 8
-
-
-@pytest.mark.parametrize("rows", list(range(1, 257)))
-def test_split_mode_dims_for_16_bit_groups_up_to_32_rows(rows, monkeypatch):
-    monkeypatch.delenv("ETAP_DIM_SPLIT_MAX_ROWS", raising=False)
-    per_group = row_grouping(rows)[1]
-    assert split_mode(rows) == ("dims" if per_group <= 32 else "rows")
-    assert split_mode(rows, fp8=True) != "dims"  # e4m3 has no dim split
-    monkeypatch.setenv("ETAP_DIM_SPLIT_MAX_ROWS", "0")
-    assert split_mode(rows) != "dims"
-    monkeypatch.setenv("ETAP_DIM_SPLIT_MAX_ROWS", "x")
-    with pytest.raises(ValueError, match="ETAP_DIM_SPLIT_MAX_ROWS"):
-        split_mode(rows)
+    # two warpgroups of N = per_wg columns: fewer than 16 padded columns per CTA
+    assert 2 * per_wg - per_group < 16
 
 
 @pytest.mark.parametrize("page_size", [1, 2, 4, 24, 100])
 def test_row_grouping_kv_split_up_to_16_rows_on_cp_async_pages(page_size, monkeypatch):
     monkeypatch.delenv("ETAP_KV_SPLIT_MAX_ROWS", raising=False)
-    monkeypatch.setenv("ETAP_DIM_SPLIT_MAX_ROWS", "0")  # the KV split is the next choice
     for rows in range(1, 17):
         groups, per_group, per_wg = row_grouping(rows, page_size=page_size)
         assert (groups, per_group, per_wg) == (1, rows, 8 * -(-rows // 8))

@@ -79,7 +79,7 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
             const at::Tensor& num_splits, at::Tensor& out, at::Tensor& lse, at::Tensor& o_accum,
             at::Tensor& lse_accum, int64_t rows_per_group, int64_t num_groups, int64_t rows_per_wg,
             double softmax_scale, bool causal, const c10::optional<at::Tensor>& q_scale,
-            const c10::optional<at::Tensor>& kv_scale, bool dim_split) {
+            const c10::optional<at::Tensor>& kv_scale) {
   const auto dtype = q_nope.scalar_type();
   TORCH_CHECK(dtype == at::kBFloat16 || dtype == at::kHalf, "q must be bf16 or fp16");
   const bool fp8 = k_nope.scalar_type() == at::kFloat8_e4m3fn;
@@ -157,9 +157,7 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
   p.rows_per_group = int(rows_per_group);
   p.num_groups = int(num_groups);
   p.rows_per_wg = int(rows_per_wg);
-  TORCH_CHECK(!dim_split || (!fp8 && rows_per_wg >= rows_per_group),
-              "the dim split needs a 16-bit cache and every row in each warpgroup");
-  p.kv_split = !dim_split && rows_per_wg >= rows_per_group ? 1 : 0;
+  p.kv_split = rows_per_wg >= rows_per_group ? 1 : 0;
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
   p.q_scale = q_scale.has_value() ? q_scale->data_ptr<float>() : nullptr;
@@ -171,13 +169,9 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
   int err = -1;
   const std::string instance = fp8 ? "e4m3" : fp16 ? "fp16" : "bf16";
 #define ETAP_DISPATCH(dt, n) \
-  if (!dim_split && instance == #dt && rows_per_wg == n) err = etap::launch_decode_##dt##_n##n(p, stream);
+  if (instance == #dt && rows_per_wg == n) err = etap::launch_decode_##dt##_n##n(p, stream);
   ETAP_FOR_EACH_INSTANCE(ETAP_DISPATCH)
 #undef ETAP_DISPATCH
-#define ETAP_DISPATCH_DIM_SPLIT(dt, n) \
-  if (dim_split && instance == #dt && rows_per_wg == n) err = etap::launch_decode_##dt##_d##n(p, stream);
-  ETAP_FOR_EACH_DIM_SPLIT_INSTANCE(ETAP_DISPATCH_DIM_SPLIT)
-#undef ETAP_DISPATCH_DIM_SPLIT
   TORCH_CHECK(err != -1, "no ", instance, " kernel for ", rows_per_wg, " rows per warpgroup");
   check_cuda(err, "decode");
   check_cuda(etap::launch_combine(p, fp16, stream), "combine");

@@ -75,7 +75,6 @@ struct DecodeParams {
   int rows_per_wg;           // N of the WGMMAs (multiple of 8)
   // 1 when one warpgroup holds all of a CTA's rows: the two consumer warpgroups then take
   // alternate KV tiles (twice the tiles in flight) and merge their softmax states per piece.
-  // 0 for the dim split, whose kernels (launch_decode_<dt>_d<n>) always hold all rows in both.
   int kv_split;
   float scale_log2;          // softmax_scale * log2(e)
   // e4m3 cache only (nullptr = 1): scores use q_scale * kv_scale, the output kv_scale.
@@ -98,16 +97,9 @@ struct MetadataParams {
 #define ETAP_FOR_EACH_INSTANCE(X) \
   X(bf16, 8) X(bf16, 16) X(bf16, 24) X(bf16, 32) X(fp16, 8) X(fp16, 16) X(fp16, 24) X(fp16, 32) \
   X(e4m3, 8) X(e4m3, 16)  /* register-A V^T leaves no room for N > 16 */
-// The dim split (launch_decode_<dt>_d<n>): both warpgroups hold the same n rows and split each
-// tile's columns (S^T) and latent dims (O^T) between them.
-#define ETAP_FOR_EACH_DIM_SPLIT_INSTANCE(X) \
-  X(bf16, 8) X(bf16, 16) X(bf16, 24) X(bf16, 32) X(fp16, 8) X(fp16, 16) X(fp16, 24) X(fp16, 32)
 #define ETAP_DECLARE_LAUNCH(dt, n) int launch_decode_##dt##_n##n(const DecodeParams& p, void* stream);
 ETAP_FOR_EACH_INSTANCE(ETAP_DECLARE_LAUNCH)
 #undef ETAP_DECLARE_LAUNCH
-#define ETAP_DECLARE_LAUNCH_DIM_SPLIT(dt, n) int launch_decode_##dt##_d##n(const DecodeParams& p, void* stream);
-ETAP_FOR_EACH_DIM_SPLIT_INSTANCE(ETAP_DECLARE_LAUNCH_DIM_SPLIT)
-#undef ETAP_DECLARE_LAUNCH_DIM_SPLIT
 
 int launch_combine(const DecodeParams& p, bool is_fp16, void* stream);
 int launch_metadata(const MetadataParams& p, void* stream);

@@ -39,19 +39,9 @@ constexpr int kThreads = 384;
 constexpr int kChunksPerRow = kDimQK / 8;  // 16-byte chunks per 576-wide row
 constexpr int kNopeChunks = kDimV / 8;
 
-// kDimSplit (16-bit only): both warpgroups hold the same N rows and share each tile's work
-// instead of repeating it: warpgroup w computes S^T over half of the 576 columns (the partial
-// scores are exchanged through shared memory) and O^T for latent dims [256 w, 256 w + 256).
-// Each tile then costs 36 + 32 WGMMAs per CTA, not 2 x (36 + 32): at N <= 32 the WGMMAs are
-// bound by shared-memory operand reads (scripts/wgmma_probe.cu), not by tensor math.
-template <class T, int N, bool kFp8, bool kDimSplit = false>
+template <class T, int N, bool kFp8>
 struct Config {
   static_assert(N % 8 == 0 && N >= 8 && N <= 32, "rows per warpgroup must be 8..32 in steps of 8");
-  static_assert(!(kFp8 && kDimSplit), "the dim split is a 16-bit path");
-  static constexpr int kQBuffers = kDimSplit ? 1 : 2;  // dim split: one Q, read by both halves
-  static constexpr int kOAtoms = kDimSplit ? 4 : 8;    // 64-dim O^T atoms per warpgroup
-  static constexpr int kDimsPerWg = 64 * kOAtoms;
-  static constexpr int kSBlocks = kDimQK / 16 / (kDimSplit ? 2 : 1);  // S^T k-blocks per warpgroup
   using MmaT = std::conditional_t<kFp8, cutlass::half_t, T>;  // operand type of O^T's WGMMA
   using Fp8 = cutlass::float_e4m3_t;
   // e4m3 tiles are half as big: as many stages as fit beside Q (bf16 staging + e4m3 hi/lo).
@@ -60,16 +50,14 @@ struct Config {
   static constexpr int kTileBytes = kFp8 ? kFp8TileBytes : kTileKV * kDimQK * int(sizeof(T));
   // Page ids are fetched kPageAhead tiles ahead of their copies (cp.async into a ring), so the
   // producer's loop does not wait a memory round trip per tile; 16-bit N = 32 has room for 1.
-  static constexpr int kPageAhead = (!kFp8 && !kDimSplit && N == 32) ? 1 : 4;
+  static constexpr int kPageAhead = (!kFp8 && N == 32) ? 1 : 4;
   static constexpr int kPageRing = kPageAhead + 2;
   using SwAtom = GMMA::Layout_K_SW128_Atom<T>;
   using LayoutKV = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTileKV>, Int<kDimQK>>{}));
-  // This warpgroup's latent dims of V; 64-column blocks of the tile lie 64 x 64 elements apart,
-  // so dims [256, 512) start 4 blocks in and keep the same layout.
-  using LayoutV = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTileKV>, Int<kDimsPerWg>>{}));
-  // V^T as the MN-major A operand: the same bytes as the V columns of the KV tile.
+  using LayoutV = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTileKV>, Int<kDimV>>{}));
+  // V^T as the MN-major A operand: the same bytes as the first 512 columns of the KV tile.
   using LayoutVt =
-      decltype(composition(LayoutV{}, make_layout(Shape<Int<kDimsPerWg>, Int<kTileKV>>{}, GenRowMajor{})));
+      decltype(composition(LayoutV{}, make_layout(Shape<Int<kDimV>, Int<kTileKV>>{}, GenRowMajor{})));
   using LayoutQ = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kDimQK>>{}));
   using LayoutP = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kTileKV>>{}));
   using MmaS = decltype(make_tiled_mma(
@@ -87,7 +75,7 @@ struct Config {
       kFp8,
       decltype(GMMA::rs_op_selector<MmaT, MmaT, float, Shape<Int<kDimV>, Int<N>, Int<kTileKV>>,
                                     GMMA::Major::K, GMMA::Major::K>()),
-      decltype(GMMA::ss_op_selector<T, T, float, Shape<Int<kDimsPerWg>, Int<N>, Int<kTileKV>>,
+      decltype(GMMA::ss_op_selector<T, T, float, Shape<Int<kDimV>, Int<N>, Int<kTileKV>>,
                                     GMMA::Major::MN, GMMA::Major::K>())>{}));
   // Register-A fragment of V^T (FP8 path), shaped by a plain layout.
   using LayoutVtRegs = Layout<Shape<Int<kDimV>, Int<kTileKV>>, Stride<Int<kTileKV>, _1>>;
@@ -112,30 +100,12 @@ struct Fp8Storage<true, N> {
   alignas(1024) uint8_t q8[2][2 * N * kDimQK];  // e4m3 [Qhi; Qlo] per warpgroup
 };
 
-// Dim split only. Warpgroup w owns the softmax of the accumulator columns of parity w (query
-// rows 2 i + w). Per tile it hands the other its partial scores of the other's columns, then its
-// P^T rows and alpha (the rescale of O) of its own; per piece, its (m, l). Tile-parity double
-// buffers: a warpgroup rewrites one two tiles later, after waiting for the other's next partial,
-// which the other sends only after reading this one. Partials in fragment order [value][thread];
-// the shared P^T is ss.p[tile parity].
-template <bool kDimSplit, int N>
-struct DimSplitStorage {};
-template <int N>
-struct DimSplitStorage<true, N> {
-  float s_part[2][2][N / 4 * 128];  // [warpgroup][tile parity][value * 128 + thread]
-  float alpha[2][N];                // [tile parity][column]
-  float ml[2][2][N];                // [warpgroup][m, l][column]: the piece's softmax state
-  uint64_t s_part_full[2];          // per warpgroup: its partial of this tile is written
-  uint64_t p_full[2];               // per warpgroup: its P^T rows and alpha of this tile are written
-  uint64_t ml_full[2];              // per warpgroup: its (m, l) of this piece are written
-};
-
-template <class T, int N, bool kFp8, bool kDimSplit = false>
-struct alignas(1024) SharedStorage : Fp8Storage<kFp8, N>, DimSplitStorage<kDimSplit, N> {
-  using C = Config<T, N, kFp8, kDimSplit>;
+template <class T, int N, bool kFp8>
+struct alignas(1024) SharedStorage : Fp8Storage<kFp8, N> {
+  using C = Config<T, N, kFp8>;
   static constexpr int kStages = C::kStages;
   alignas(1024) uint8_t kv[kStages][C::kTileBytes];
-  alignas(1024) T q[C::kQBuffers][cosize_v<typename C::LayoutQ>];
+  alignas(1024) T q[2][cosize_v<typename C::LayoutQ>];
   alignas(1024) typename C::MmaT p[2][cosize_v<typename C::LayoutP>];
   float red[2][2][4][N];     // [warpgroup][parity][warp][column]: cross-warp column reductions
   float q_amax[2][kFp8 ? N : 1];  // FP8: per-row max |q| (kept here: in the base it would cost 1 KB of alignment)
@@ -181,16 +151,16 @@ __device__ __forceinline__ long long global_ns() {
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
-#define ETAP_CTA_SPAN_BEGIN(tid) const long long span_ns0 = global_ns(), span_clk0 = clock64()
-#define ETAP_CTA_SPAN_END(tid, wg, tiles)                                                             \
-  if ((tid) == 0 && (wg) == 0)                                                                        \
-  printf("ETAP_CTA %d %d %lld %lld %lld %d\n", int(blockIdx.x), int(blockIdx.y), span_ns0,            \
+#define ETAP_CTA_SPAN_BEGIN() const long long span_ns0 = global_ns(), span_clk0 = clock64()
+#define ETAP_CTA_SPAN_END(tid, wg, tiles)                                                            \
+  if ((tid) == 0 && (wg) == 0)                                                                       \
+  printf("ETAP_CTA %d %d %lld %lld %lld %d\n", int(blockIdx.x), int(blockIdx.y), span_ns0,           \
          global_ns() - span_ns0, clock64() - span_clk0, tiles)
 #else
 #define ETAP_TRACE_INIT(tid)
 #define ETAP_MARK(event)
 #define ETAP_TRACE_DUMP(who)
-#define ETAP_CTA_SPAN_BEGIN(tid)
+#define ETAP_CTA_SPAN_BEGIN()
 #define ETAP_CTA_SPAN_END(tid, wg, tiles)
 #endif
 // Trace events: producer 1 = waits for a free stage, 2 = has it; consumer 3 = piece starts
@@ -231,10 +201,10 @@ __device__ __forceinline__ int effective_len(const DecodeParams& p, int i) {
   return int(len < cap ? len : (cap < 0 ? 0 : cap));
 }
 
-template <class T, int N, bool kFp8, bool kDimSplit>
-__device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T, N, kFp8, kDimSplit>& ss,
+template <class T, int N, bool kFp8>
+__device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T, N, kFp8>& ss,
                                          int part, int group) {
-  using C = Config<T, N, kFp8, kDimSplit>;
+  using C = Config<T, N, kFp8>;
   using KvT = std::conditional_t<kFp8, uint8_t, T>;
   constexpr int kStages = C::kStages;
   const int tid = threadIdx.x % 128;
@@ -267,16 +237,14 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
     };
     for (int d = 0; d < C::kPageAhead; ++d) prefetch_pages(pc.tile_begin + d, it + d);
 
-    // Q rows of this group, both warpgroups' halves (dim split: one copy both read); rows past
-    // the end are zero-filled. Later pieces load Q after issuing their first tiles, so those
-    // overlap the previous epilogue.
+    // Q rows of this group, both warpgroups' halves; rows past the end are zero-filled. Later
+    // pieces load Q after issuing their first tiles, so those overlap the previous epilogue.
     auto load_q = [&]() {
       mbar_wait(&ss.q_empty, (piece_idx & 1) ^ 1);
-      for (int c = tid; c < C::kQBuffers * N * kChunksPerRow; c += 128) {
+      for (int c = tid; c < 2 * N * kChunksPerRow; c += 128) {
         const int row = c / kChunksPerRow, chunk = c % kChunksPerRow;
         const int wg = row / N, r = row % N;
-        // KV split: both warpgroups hold the same rows
-        const int local = (kDimSplit || p.kv_split) ? r : wg * N + r;
+        const int local = p.kv_split ? r : wg * N + r;  // KV split: both warpgroups hold the same rows
         const int grow = group * p.rows_per_group + local;
         const bool valid = local < p.rows_per_group && grow < p.rows;
         const int tok = valid ? grow / p.h_q : 0, head = valid ? grow % p.h_q : 0;
@@ -385,51 +353,43 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
   ETAP_TRACE_DUMP(0);
 }
 
-template <class T, int N, bool kFp8, bool kDimSplit>
-__device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T, N, kFp8, kDimSplit>& ss,
+template <class T, int N, bool kFp8>
+__device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T, N, kFp8>& ss,
                                          int part, int group, int wg) {
-  using C = Config<T, N, kFp8, kDimSplit>;
+  using C = Config<T, N, kFp8>;
   using MmaT = typename C::MmaT;
   constexpr int kStages = C::kStages;
   constexpr int kCols = C::kCols;
   const int tid = threadIdx.x % 128;
   const int lane = tid % 32, warp = tid / 32;
   const int bar_id = 2 + wg;
-  const bool kv_split = !kDimSplit && p.kv_split;
-  const int wg_row0 = (kDimSplit || kv_split) ? 0 : wg * N;  // this warpgroup's first row within the group
-  const int dim0 = kDimSplit ? wg * C::kDimsPerWg : 0;        // this warpgroup's first latent dim of O
+  const int wg_row0 = p.kv_split ? 0 : wg * N;  // this warpgroup's first row within the group
 
   typename C::MmaS mma_s;
   typename C::MmaO mma_o;
   auto thr_s = mma_s.get_thread_slice(tid);
   auto thr_o = mma_o.get_thread_slice(tid);
 
-  Tensor sQ = make_tensor(make_smem_ptr(ss.q[kDimSplit ? 0 : wg]), typename C::LayoutQ{});
-  Tensor sP = make_tensor(make_smem_ptr(ss.p[kDimSplit ? 0 : wg]), typename C::LayoutP{});
+  Tensor sQ = make_tensor(make_smem_ptr(ss.q[wg]), typename C::LayoutQ{});
+  Tensor sP = make_tensor(make_smem_ptr(ss.p[wg]), typename C::LayoutP{});
   Tensor tSrQ = thr_s.partition_fragment_B(sQ);
   Tensor tOrP = thr_o.partition_fragment_B(sP);
-  // dim split: P^T is shared, ss.p[tile parity]; tOrP is parity 0 (ss.p[0] for warpgroup 0)
-  Tensor tOrP1 = thr_o.partition_fragment_B(make_tensor(make_smem_ptr(ss.p[1]), typename C::LayoutP{}));
   Tensor accS = partition_fragment_C(mma_s, Shape<Int<kTileKV>, Int<N>>{});  // ((2,2,N/8),1,1)
-  Tensor accO = partition_fragment_C(mma_o, Shape<Int<C::kDimsPerWg>, Int<N>>{});  // ((2,2,N/8),atoms,1)
+  Tensor accO = partition_fragment_C(mma_o, Shape<Int<kDimV>, Int<N>>{});    // ((2,2,N/8),8,1)
 
   // One WGMMA atom spans all N columns, so fragments are ((2,2,N/8), M atoms, 1).
   static_assert(decltype(size<0>(accS))::value == N / 2 && decltype(size<2>(accS))::value == 1);
-  static_assert(decltype(size<0>(accO))::value == N / 2 && decltype(size<1>(accO))::value == C::kOAtoms &&
+  static_assert(decltype(size<0>(accO))::value == N / 2 && decltype(size<1>(accO))::value == 8 &&
                 decltype(size<2>(accO))::value == 1);
   // Accumulator element (v0, v1, j) of a 64xN atom sits at row 16*warp + lane/4 + 8*v1 and
   // column 2*(lane%4) + v0 + 8*j; column slot c = v0 + 2*j indexes this thread's columns.
   auto col_of = [&](int c) { return 2 * (lane % 4) + (c % 2) + 8 * (c / 2); };
-  // Dim split: this warpgroup's own columns (parity wg), own column j = slot wg + 2 j.
-  constexpr int kOwnCols = N / 8, kOwn = N / 4;  // own columns and own values per thread
-  auto own_col = [&](int j) { return 2 * (lane % 4) + wg + 8 * j; };
   // Column slot of fragment value i = (v0, v1, j), and value (v0, v1 = h, j) of slot c.
   auto slot_of_value = [](int i) { return (i % 2) + 2 * (i / 4); };
   auto value_of_slot = [](int c, int h) { return (c % 2) + 2 * h + 4 * (c / 2); };
   // Latent dim of accumulator value v of O^T atom mi (the FP8 path permutes the rows).
   auto dv_of = [&](int mi, int v) {
-    return kFp8 ? dv_of_fp8(warp, lane / 4, mi, (v / 2) % 2)
-                : dim0 + 64 * mi + 16 * warp + lane / 4 + 8 * ((v / 2) % 2);
+    return kFp8 ? dv_of_fp8(warp, lane / 4, mi, (v / 2) % 2) : 64 * mi + 16 * warp + lane / 4 + 8 * ((v / 2) % 2);
   };
   // FP8: the softmax scale (log2 units) and the cache scale are folded into Q; the output is
   // scaled by the cache scale (V = the latent part of K).
@@ -438,7 +398,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
 
   int it = 0, piece_idx = 0, red_parity = 0;
   ETAP_TRACE_INIT(tid);
-  ETAP_CTA_SPAN_BEGIN(tid);
+  ETAP_CTA_SPAN_BEGIN();
   for_each_piece(p, part, [&](const Piece& pc) {
     const int len = effective_len(p, pc.batch);
     int limit[kCols];  // KV positions < limit are visible to column c
@@ -456,14 +416,6 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     for (int c = 0; c < kCols; ++c) {
       m_run[c] = -INFINITY;
       l_run[c] = 0.f;
-    }
-    float m_own[kOwnCols], l_own[kOwnCols];  // dim split: own columns
-    int limit_own[kOwnCols];
-#pragma unroll
-    for (int j = 0; j < kOwnCols; ++j) {
-      m_own[j] = -INFINITY;
-      l_own[j] = 0.f;
-      limit_own[j] = wg ? limit[2 * j + 1] : limit[2 * j];
     }
     clear(accO);
 
@@ -541,7 +493,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     fence_proxy_async();
 
     for (int t = pc.tile_begin; t < pc.tile_end; ++t, ++it) {
-      if (kv_split && (it & 1) != wg) continue;  // the other warpgroup's tile
+      if (p.kv_split && (it & 1) != wg) continue;  // the other warpgroup's tile
       const int stage = it % kStages;
       ETAP_MARK(4);
       mbar_wait(&ss.full[stage], (it / kStages) & 1);
@@ -607,19 +559,10 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
 #pragma unroll
         for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(accS_part[ch]);
         warpgroup_arrive();
-        // k-blocks [k0, k0 + kSBlocks): all 36, or this warpgroup's half (dim split)
-        auto s_blocks = [&](auto k0) {
 #pragma unroll
-          for (int k = 0; k < C::kSBlocks; ++k) {
-            mma_s.accumulate_ = k < C::kSChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-            cute::gemm(mma_s, tSrK(_, _, k0 + k), tSrQ(_, _, k0 + k), accS_part[k % C::kSChains]);
-          }
-        };
-        if constexpr (kDimSplit) {
-          if (wg == 0) s_blocks(Int<0>{});
-          else s_blocks(Int<C::kSBlocks>{});
-        } else {
-          s_blocks(Int<0>{});
+        for (int k = 0; k < size<2>(tSrK); ++k) {
+          mma_s.accumulate_ = k < C::kSChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+          cute::gemm(mma_s, tSrK(_, _, k), tSrQ(_, _, k), accS_part[k % C::kSChains]);
         }
         warpgroup_commit_batch();
         warpgroup_wait<0>();
@@ -635,90 +578,8 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         }
       }
 
-      const bool need_mask = (t + 1) * kTileKV > min_limit;
-      if constexpr (kDimSplit) {
-        // Own values: fragment values (v0 = wg, v1, j) at k = v1 + 2 j; the other's: v0 = 1 - wg.
-        float own[kOwn], theirs[kOwn];
-#pragma unroll
-        for (int k = 0; k < kOwn; ++k) {
-          const int i = 2 * (k % 2) + 4 * (k / 2);
-          own[k] = wg ? accS(i + 1) : accS(i);
-          theirs[k] = wg ? accS(i) : accS(i + 1);
-        }
-        float* give = ss.s_part[wg][it & 1];
-        const float* take = ss.s_part[wg ^ 1][it & 1];
-#pragma unroll
-        for (int k = 0; k < kOwn; ++k) give[k * 128 + tid] = theirs[k];
-        mbar_arrive(&ss.s_part_full[wg]);
-        mbar_wait(&ss.s_part_full[wg ^ 1], it & 1);
-        float col_max[kOwnCols];
-#pragma unroll
-        for (int j = 0; j < kOwnCols; ++j) col_max[j] = -INFINITY;
-#pragma unroll
-        for (int k = 0; k < kOwn; ++k) {
-          const int v1 = k % 2, j = k / 2;
-          float s = (own[k] + take[k * 128 + tid]) * s_mul;
-          if (need_mask) {
-            const int pos = t * kTileKV + 16 * warp + lane / 4 + 8 * v1;
-            if (pos >= limit_own[j]) s = -INFINITY;
-          }
-          own[k] = s;
-          col_max[j] = fmaxf(col_max[j], s);
-        }
-#pragma unroll
-        for (int j = 0; j < kOwnCols; ++j) {
-          col_max[j] = fmaxf(col_max[j], __shfl_xor_sync(0xffffffff, col_max[j], 4));
-          col_max[j] = fmaxf(col_max[j], __shfl_xor_sync(0xffffffff, col_max[j], 8));
-          col_max[j] = fmaxf(col_max[j], __shfl_xor_sync(0xffffffff, col_max[j], 16));
-        }
-        float(*red)[N] = ss.red[wg][red_parity];
-        if (lane < 4) {
-#pragma unroll
-          for (int j = 0; j < kOwnCols; ++j) red[warp][own_col(j)] = col_max[j];
-        }
-        named_barrier_sync(bar_id, 128);
-        ETAP_MARK(7);
-        red_parity ^= 1;
-        float alpha[kOwnCols], base[kOwnCols];
-#pragma unroll
-        for (int j = 0; j < kOwnCols; ++j) {
-          const int n = own_col(j);
-          const float mx = fmaxf(fmaxf(red[0][n], red[1][n]), fmaxf(red[2][n], red[3][n]));
-          const float m_new = fmaxf(m_own[j], mx);
-          base[j] = m_new == -INFINITY ? 0.f : m_new;  // fully masked so far: keep exp2 finite
-          alpha[j] = exp2f(m_own[j] - base[j]);
-          m_own[j] = m_new;
-          l_own[j] *= alpha[j];
-        }
-        // P^T rows of the own columns into the shared buffer of this tile's parity, then alpha.
-        Tensor sPt = make_tensor(make_smem_ptr(ss.p[it & 1]), typename C::LayoutP{});
-#pragma unroll
-        for (int k = 0; k < kOwn; ++k) {
-          const int v1 = k % 2, j = k / 2;
-          const float pr = exp2f(own[k] - base[j]);
-          l_own[j] += pr;
-          sPt(own_col(j), 16 * warp + lane / 4 + 8 * v1) = static_cast<MmaT>(pr);
-        }
-        if (warp == 0 && lane < 4) {
-#pragma unroll
-          for (int j = 0; j < kOwnCols; ++j) ss.alpha[it & 1][own_col(j)] = alpha[j];
-        }
-        fence_proxy_async();
-        mbar_arrive(&ss.p_full[wg]);
-        mbar_wait(&ss.p_full[wg], it & 1);  // own warps' rows too: WGMMA reads them all
-        mbar_wait(&ss.p_full[wg ^ 1], it & 1);
-        ETAP_MARK(8);
-#pragma unroll
-        for (int mi = 0; mi < size<1>(accO); ++mi) {
-#pragma unroll
-          for (int v = 0; v < size<0>(accO); ++v) {
-            const int v0 = v % 2, j = v / 4;
-            const float a = v0 == wg ? alpha[j] : ss.alpha[it & 1][2 * (lane % 4) + v0 + 8 * j];
-            accO(v, mi, 0) *= a;
-          }
-        }
-      } else {
       // Scale into log2 units and mask positions past each column's limit.
+      const bool need_mask = (t + 1) * kTileKV > min_limit;
       float col_max[kCols];
 #pragma unroll
       for (int c = 0; c < kCols; ++c) col_max[c] = -INFINITY;
@@ -788,7 +649,6 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       fence_proxy_async();
       named_barrier_sync(bar_id, 128);
       ETAP_MARK(8);
-      }  // !kDimSplit
 
       // O^T += V^T . P^T
       warpgroup_fence_operand(accO);
@@ -823,15 +683,12 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         }
         warpgroup_wait<0>();
       } else {
-        // this warpgroup's latent dims start dim0 / 64 blocks of 64 x 64 elements in
-        Tensor sVt = make_tensor(make_smem_ptr(reinterpret_cast<T*>(tile) + dim0 * kTileKV), typename C::LayoutVt{});
+        Tensor sVt = make_tensor(make_smem_ptr(reinterpret_cast<T*>(tile)), typename C::LayoutVt{});
         Tensor tOrVt = thr_o.partition_fragment_A(sVt);
-        // dim split: the shared P^T of this tile's parity
-        auto tOrPt = kDimSplit && (it & 1) ? tOrP1 : tOrP;
         warpgroup_arrive();
 #pragma unroll
         for (int k = 0; k < size<2>(tOrVt); ++k) {
-          cute::gemm(mma_o, tOrVt(_, _, k), tOrPt(_, _, k), accO);
+          cute::gemm(mma_o, tOrVt(_, _, k), tOrP(_, _, k), accO);
         }
         warpgroup_commit_batch();
         warpgroup_wait<0>();
@@ -841,39 +698,6 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       mbar_arrive(&ss.empty[stage]);
     }
 
-    if constexpr (kDimSplit) {
-      // Own row sums down M, then (m, l) of every column from the owner warpgroups.
-#pragma unroll
-      for (int j = 0; j < kOwnCols; ++j) {
-        l_own[j] += __shfl_xor_sync(0xffffffff, l_own[j], 4);
-        l_own[j] += __shfl_xor_sync(0xffffffff, l_own[j], 8);
-        l_own[j] += __shfl_xor_sync(0xffffffff, l_own[j], 16);
-      }
-      float(*red)[N] = ss.red[wg][red_parity];
-      if (lane < 4) {
-#pragma unroll
-        for (int j = 0; j < kOwnCols; ++j) red[warp][own_col(j)] = l_own[j];
-      }
-      named_barrier_sync(bar_id, 128);
-      red_parity ^= 1;
-      if (warp == 0 && lane < 4) {
-#pragma unroll
-        for (int j = 0; j < kOwnCols; ++j) {
-          const int n = own_col(j);
-          ss.ml[wg][0][n] = m_own[j];
-          ss.ml[wg][1][n] = red[0][n] + red[1][n] + red[2][n] + red[3][n];
-        }
-      }
-      mbar_arrive(&ss.ml_full[wg]);
-      mbar_wait(&ss.ml_full[wg ^ 1], piece_idx & 1);
-      mbar_wait(&ss.ml_full[wg], piece_idx & 1);
-#pragma unroll
-      for (int c = 0; c < kCols; ++c) {
-        const int n = col_of(c), owner = c % 2;
-        m_run[c] = ss.ml[owner][0][n];
-        l_run[c] = ss.ml[owner][1][n];
-      }
-    } else {
     // Row sums: lanes sharing lane%4, then the 4 warps.
 #pragma unroll
     for (int c = 0; c < kCols; ++c) {
@@ -895,9 +719,8 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         l_run[c] = red[0][n] + red[1][n] + red[2][n] + red[3][n];
       }
     }
-    }  // !kDimSplit
 
-    if (kv_split) {
+    if (p.kv_split) {
       // Merge the two warpgroups' (m, l, O) for the same rows. Each Q buffer is free now (its
       // warpgroup's WGMMAs are done): its tail holds that warpgroup's (m, l), and warpgroup 1's
       // rescaled O passes to warpgroup 0 through its Q buffer in two halves, fragment by fragment.
@@ -971,16 +794,14 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     }
 
     const int row0 = group * p.rows_per_group + wg_row0;  // global query row of column 0
-    const bool wg_writes_lse = !kDimSplit || wg == 0;  // dim split: both hold the same lse
     auto row_valid = [&](int n) {
       return wg_row0 + n < p.rows_per_group && row0 + n < p.rows;
     };
 
     if (pc.slot == -1) {
-      // Whole sequence in this piece: normalise, stage [N][512] in this warpgroup's Q buffer
-      // (dim split: each its dims of the shared one, free once the last scores were exchanged),
+      // Whole sequence in this piece: normalise, stage [N][512] in this warpgroup's Q buffer,
       // then write 16-byte vectors of out.
-      T* stage_buf = ss.q[kDimSplit ? 0 : wg];
+      T* stage_buf = ss.q[wg];
 #pragma unroll
       for (int mi = 0; mi < size<1>(accO); ++mi) {
 #pragma unroll
@@ -993,9 +814,8 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       }
       named_barrier_sync(bar_id, 128);
       T* out = static_cast<T*>(p.out);
-      constexpr int kChunks = C::kDimsPerWg / 8;
-      for (int idx = tid; idx < N * kChunks; idx += 128) {
-        const int n = idx / kChunks, chunk = dim0 / 8 + idx % kChunks;
+      for (int idx = tid; idx < N * (kDimV / 8); idx += 128) {
+        const int n = idx / (kDimV / 8), chunk = idx % (kDimV / 8);
         if (!row_valid(n)) continue;
         const int grow = row0 + n;
         const int tok = grow / p.h_q, head = grow % p.h_q;
@@ -1004,7 +824,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         *reinterpret_cast<uint4*>(dst) =
             *reinterpret_cast<const uint4*>(stage_buf + n * C::kStagePitch + chunk * 8);
       }
-      if (wg_writes_lse && warp == 0 && lane < 4) {
+      if (warp == 0 && lane < 4) {
 #pragma unroll
         for (int c = 0; c < kCols; ++c) {
           const int n = col_of(c);
@@ -1046,7 +866,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           }
         }
       }
-      if (wg_writes_lse && warp == 0 && lane < 4) {
+      if (warp == 0 && lane < 4) {
 #pragma unroll
         for (int c = 0; c < kCols; ++c) {
           const int n = col_of(c);
@@ -1062,19 +882,18 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   ETAP_CTA_SPAN_END(tid, wg, it);
 }
 
-template <class T, int N, bool kFp8, bool kDimSplit>
+template <class T, int N, bool kFp8>
 __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_constant__ DecodeParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  constexpr int kStages = Config<T, N, kFp8, kDimSplit>::kStages;
+  constexpr int kStages = Config<T, N, kFp8>::kStages;
   extern __shared__ __align__(1024) char smem_raw[];
-  auto& ss = *reinterpret_cast<SharedStorage<T, N, kFp8, kDimSplit>*>(smem_raw);
+  auto& ss = *reinterpret_cast<SharedStorage<T, N, kFp8>*>(smem_raw);
   const int part = blockIdx.x, group = blockIdx.y;
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbar_init(&ss.full[s], 128);   // one cp.async arrival per producer thread
-      // every thread that read the stage releases it
-      mbar_init(&ss.empty[s], !kDimSplit && p.kv_split ? 128 : 256);
+      mbar_init(&ss.empty[s], p.kv_split ? 128 : 256);  // every thread that read the stage releases it
     }
     mbar_init(&ss.q_full, 128);
     mbar_init(&ss.q_empty, 256);
@@ -1082,13 +901,6 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
     mbar_init(&ss.merge_ml[1], 128);
     mbar_init(&ss.xfer_full, 128);
     mbar_init(&ss.xfer_empty, 128);
-    if constexpr (kDimSplit) {
-      for (int w = 0; w < 2; ++w) {
-        mbar_init(&ss.s_part_full[w], 128);
-        mbar_init(&ss.p_full[w], 128);
-        mbar_init(&ss.ml_full[w], 128);
-      }
-    }
     fence_mbarrier_init();
   }
   __syncthreads();
@@ -1096,19 +908,19 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
     cutlass::arch::warpgroup_reg_dealloc<40>();
-    producer<T, N, kFp8, kDimSplit>(p, ss, part, group);
+    producer<T, N, kFp8>(p, ss, part, group);
   } else {
     cutlass::arch::warpgroup_reg_alloc<232>();
-    consumer<T, N, kFp8, kDimSplit>(p, ss, part, group, wg - 1);
+    consumer<T, N, kFp8>(p, ss, part, group, wg - 1);
   }
 #endif
 }
 
-template <class T, int N, bool kFp8, bool kDimSplit>
+template <class T, int N, bool kFp8>
 int launch_decode_impl(const DecodeParams& p, void* stream) {
-  constexpr int smem = sizeof(SharedStorage<T, N, kFp8, kDimSplit>);
+  constexpr int smem = sizeof(SharedStorage<T, N, kFp8>);
   static_assert(smem <= 232448, "exceeds the 227 KB of shared memory a Hopper CTA can opt into");
-  auto kernel = decode_kernel<T, N, kFp8, kDimSplit>;
+  auto kernel = decode_kernel<T, N, kFp8>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return int(err);
   dim3 grid(p.num_parts, p.num_groups);
@@ -1122,13 +934,6 @@ int launch_decode_impl(const DecodeParams& p, void* stream) {
 #define ETAP_DEFINE_LAUNCH(dt, T, n, fp8)                                     \
   namespace etap {                                                            \
   int launch_decode_##dt##_n##n(const DecodeParams& p, void* stream) {        \
-    return sm90::launch_decode_impl<T, n, fp8, false>(p, stream);             \
-  }                                                                           \
-  }
-// The dim split (16-bit): n rows held by both warpgroups.
-#define ETAP_DEFINE_LAUNCH_DIM_SPLIT(dt, T, n)                                \
-  namespace etap {                                                            \
-  int launch_decode_##dt##_d##n(const DecodeParams& p, void* stream) {        \
-    return sm90::launch_decode_impl<T, n, false, true>(p, stream);            \
+    return sm90::launch_decode_impl<T, n, fp8>(p, stream);                    \
   }                                                                           \
   }
