@@ -29,3 +29,16 @@ def test_parse_and_summarize_steps():
     assert steps["O^T WGMMAs"]["median"] == 200
     assert steps["release, next tile"]["n"] == 2 and steps["release, next tile"]["median"] == 10
     assert "piece start (Q ready) to its first tile" not in steps  # no piece marks in this trace
+
+
+def test_parse_ctas_spans_clock_and_cycles_per_tile():
+    # part, group, start ns, span ns, span cycles, tiles
+    text = "\n".join(["ETAP_TRACE 0 1 5", "ETAP_CTA 0 0 1000 300000 540000 120",
+                      "ETAP_CTA 1 0 1500 200000 396000 90", "ETAP_CTA 2 0 900 250000 450000 100"])
+    r = trace_case.parse_ctas(text)
+    assert r["n"] == 3
+    assert r["span_us"] == {"min": 200.0, "median": 250.0, "max": 300.0}
+    assert r["kernel_us"] == round((1000 + 300000 - 900) / 1e3, 1)
+    assert r["clock_mhz"] == {"min": 1800.0, "median": 1800.0, "max": 1980.0}
+    assert r["cycles_per_tile"] == {"min": 4400.0, "median": 4500.0, "max": 4500.0}
+    assert trace_case.parse_ctas("ETAP_TRACE 0 1 5") == {}
