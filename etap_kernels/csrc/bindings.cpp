@@ -133,8 +133,6 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
               !std::getenv("ETAP_DISABLE_TMA") && encode_cache_map(&p.tma_nope, k_nope, p.tma_rows) &&
               encode_cache_map(&p.tma_rope, k_rope, p.tma_rows);
 
-  p.l2_prefetch = p.use_tma && !std::getenv("ETAP_NO_L2_PREFETCH");
-
   p.page_table = page_table.data_ptr<int>();
   p.page_indptr = page_indptr.has_value() ? page_indptr->data_ptr<int>() : nullptr;
   p.page_table_stride = page_table.dim() == 2 ? page_table.stride(0) : 0;

@@ -40,9 +40,6 @@ struct DecodeParams {
   TmaDescriptor tma_nope;
   TmaDescriptor tma_rope;
   int use_tma;
-  // 1: the producer asks for a whole tile's boxes in L2 before it waits for a free stage, so the
-  // tile's DRAM reads start a stage-wait earlier (ETAP_NO_L2_PREFETCH=1 turns it off).
-  int l2_prefetch;
   int tma_rows;              // min(page_size, 64); page_size >= 8 divides 64 or is a multiple of 64
 
   // Page table: either a block table [b, table_stride] (page_indptr == nullptr)

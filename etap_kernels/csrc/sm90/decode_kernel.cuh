@@ -273,23 +273,13 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
       };
       // Thread r checks its own row's entry; the barrier ANDs them: every row valid?
       const bool all_rows_valid = named_barrier_and(1, 128, tid >= kTileKV || page_at(tid) >= 0);
-      // A tile inside the sequence whose pages are all valid: bulk tensor copies, one thread.
-      const bool whole = p.use_tma && (t + 1) * kTileKV <= len && all_rows_valid;
-      // Its boxes into L2 while this thread waits for the stage (the copies below then hit L2).
-      if (whole && p.l2_prefetch && tid < 32) {
-        for (int seg = tid * p.tma_rows; seg < kTileKV; seg += 32 * p.tma_rows) {
-          const int page = page_at(seg), slot = slot_of(t * kTileKV + seg);
-          constexpr int kBlock = kFp8 ? 128 : 64;  // columns per box
-#pragma unroll
-          for (int kc = 0; kc < kDimV / kBlock; ++kc) tma_prefetch_l2_3d(&p.tma_nope, kc * kBlock, slot, page);
-          tma_prefetch_l2_3d(&p.tma_rope, 0, slot, page);
-        }
-      }
       ETAP_MARK(1);
       mbar_wait(&ss.empty[stage], ((it / kStages) & 1) ^ 1);
       ETAP_MARK(2);
       uint8_t* tile = ss.kv[stage];
       Tensor sKV = make_tensor(make_smem_ptr(reinterpret_cast<T*>(tile)), typename C::LayoutKV{});
+      // A tile inside the sequence whose pages are all valid: bulk tensor copies, one thread.
+      const bool whole = p.use_tma && (t + 1) * kTileKV <= len && all_rows_valid;
       if (whole) {
         // Warp 0 issues the copies, one page segment per lane (64 of them for page size 1);
         // the barrier expects the whole tile's bytes before it can complete.
