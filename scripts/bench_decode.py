@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import platform
+import statistics
 import sys
 from pathlib import Path
 
@@ -60,6 +61,14 @@ def median_time(fn, reps=10, inner=1) -> float:
         times.append(start.elapsed_time(stop) / 1e3 / inner)
     times.sort()
     return times[len(times) // 2]
+
+
+def rotated(names: list, r: int) -> list:
+    """names starting at index r (mod len): round r of --rounds times them in this order."""
+    if not names:
+        return []
+    k = r % len(names)
+    return names[k:] + names[:k]
 
 
 def graph_time(calls, reps=7) -> float:
@@ -297,7 +306,12 @@ def main():
                     help="comma list of ETAP experiment switches to time beside the default, each as its own "
                          "impl 'etap+NAME' (ETAP_<NAME>=1, or ETAP_<NAME>=V for NAME=V, while it is captured), "
                          "'+' joining several: e.g. kv_split_max_rows=16,kv_split_max_rows=32")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="time every implementation this many times per row, each round in a rotated order, "
+                         "and report the median of the rounds (each round's time is kept as us_rounds)")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be >= 1")
     peers = args.peers.split(",") if args.peers else []
     # "name" sets ETAP_NAME=1, "name=value" sets ETAP_NAME=value; "+" joins several in one variant
     variants = {f"etap+{v}": dict((f"ETAP_{f.split('=')[0].upper()}", f.split("=", 1)[1] if "=" in f else "1")
@@ -348,27 +362,37 @@ def main():
                 errors = output_errors(case, impls, variants)
             except Exception as exc:  # noqa: BLE001 - a peer failing here is recorded, timing goes on
                 skipped.add(f"rmse: {type(exc).__name__}: {str(exc)[:120]}")
-        times = {}
-        for name, calls in impls.items():
-            if calls is None:
-                skipped.add(f"{name}: not run on some rows (not importable here, or not for this shape)")
-                continue
+        def time_impl(name, calls):
             try:
                 with switches(variants.get(name, {})):
-                    times[name] = graph_time(calls)
+                    return graph_time(calls)
             except Exception as exc:  # noqa: BLE001 - fall back to back-to-back eager launches
                 skipped.add(f"{name}: timed eagerly, graph capture failed: {type(exc).__name__}: {str(exc)[:100]}")
                 torch.cuda.synchronize()
                 try:
-                    times[name] = median_time(lambda: [c() for c in calls], reps=7, inner=3) / len(calls)
+                    return median_time(lambda: [c() for c in calls], reps=7, inner=3) / len(calls)
                 except Exception as exc2:  # noqa: BLE001
                     skipped.add(f"{name}: {type(exc2).__name__}: {str(exc2)[:120]}")
+                    return None
+
+        for name, calls in impls.items():
+            if calls is None:
+                skipped.add(f"{name}: not run on some rows (not importable here, or not for this shape)")
+        runnable = [name for name, calls in impls.items() if calls is not None]
+        samples = {name: [] for name in runnable}
+        for r in range(args.rounds):  # round r starts at the r-th implementation: no fixed order
+            for name in rotated(runnable, r):
+                t = time_impl(name, impls[name])
+                if t is not None:
+                    samples[name].append(t)
+        times = {name: statistics.median(ts) for name, ts in samples.items() if ts}
         for name, t in times.items():
             gbs = case.io_bytes / t / 1e9
             rec = dict(row, mixed=row.get("mixed", False), impl=name, us=t * 1e6, gbs=gbs,
                        pct_copy=100 * gbs / copy_gbs, tflops=case.flops / t / 1e12,
                        etap_speedup=times[name] / times["etap"] if "etap" in times else None,
-                       rmse=errors.get(name, {}).get("rmse"), rel_err=errors.get(name, {}).get("rel_err"))
+                       rmse=errors.get(name, {}).get("rmse"), rel_err=errors.get(name, {}).get("rel_err"),
+                       us_rounds=[round(x * 1e6, 2) for x in samples[name]])
             results.append(rec)
             print(f"{row['b']:>4} {row['s_q']:>3} {row['h_q']:>4} {row['ctx']:>7} {row['page_size']:>4} "
                   f"{'y' if rec['mixed'] else '':>3} | {name:8} {rec['us']:9.1f} {gbs:6.0f} {rec['pct_copy']:6.1f} "
@@ -379,7 +403,8 @@ def main():
     meta = dict(device=device, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 command="python " + " ".join(sys.argv), copy_gbs=copy_gbs, torch=torch.__version__,
                 cuda=torch.version.cuda, python=platform.python_version(), grid=args.grid,
-                variants=variants, skipped=sorted(skipped), method="CUDA-graph replays, CUDA events, median of 7; rotating page tables")
+                variants=variants, skipped=sorted(skipped), method="CUDA-graph replays, CUDA events, median of 7; rotating page tables",
+                rounds=args.rounds)
     if not results:
         sys.exit("no results")
     out_dir = Path(args.out)
