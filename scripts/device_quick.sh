@@ -12,16 +12,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mkdir -p "$R"
 export PYTHONPATH=/tmp/cs:$PWD PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
 export ETAP_FLASHMLA_SO=/tmp/cs/sgl_kernel/flashmla_ops.abi3.so
-log() { echo "$(date +%T) $*" >> "$R/progress.log"; }
-step() {  # step NAME LOGFILE COMMAND...
-  local name=$1 out=$2 t0=$SECONDS rc
-  shift 2
-  log "start $name"
-  "$@" > "$out" 2>&1
-  rc=$?
-  log "end   $name: exit $rc, $((SECONDS - t0)) s"
-  return $rc
-}
+source scripts/device_steps.sh  # log, step
 [ -d /tmp/cs/cutlass_library ] || step install "$R/install.log" python3 -m pip install --no-index --no-deps \
   --no-compile --target /tmp/cs "$WHEELS"/nvidia_cutlass-*.whl "$WHEELS"/sglang_kernel-*.whl
 step build "$R/build.log" python3 -c "import etap_kernels; etap_kernels.interface.load_extension(); print('built')" || exit 1

@@ -22,16 +22,7 @@ mkdir -p /tmp/etap_shim && ln -sfn "$PWD/integration" /tmp/etap_shim/etap_integr
 # /tmp/cs: the nvidia-cutlass the early build (call 1) used; the same header path keeps that build valid
 export PYTHONPATH=/tmp/cs:/tmp/site:/tmp/etap_shim:$PWD PYTHONUNBUFFERED=1 FLASHINFER_CUDA_ARCH_LIST=9.0a MAX_JOBS=${MAX_JOBS:-24}
 export ETAP_FLASHMLA_SO=/tmp/site/sgl_kernel/flashmla_ops.abi3.so NCCL_NVLS_ENABLE=0
-log() { echo "$(date +%T) $*" >> "$R/progress.log"; }
-step() {  # step NAME LOGFILE COMMAND...
-  local name=$1 out=$2 t0=$SECONDS rc
-  shift 2
-  log "start $name"
-  "$@" > "$out" 2>&1
-  rc=$?
-  log "end   $name: exit $rc, $((SECONDS - t0)) s"
-  return $rc
-}
+source scripts/device_steps.sh  # log, step
 
 if [ ! -d /tmp/site/sglang ]; then
   step install "$R/install.log" python3 -m pip install --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl
