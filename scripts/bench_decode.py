@@ -25,6 +25,7 @@ import os
 import platform
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -43,6 +44,7 @@ def copy_bandwidth() -> float:
     n = 2**30
     a = torch.empty(n, dtype=torch.uint8, device="cuda")
     b = torch.empty_like(a)
+    warm_gpu(lambda: b.copy_(a), WARMUP_SECONDS)
     return 2 * n / median_time(lambda: b.copy_(a), reps=10) / 1e9
 
 
@@ -71,6 +73,25 @@ def rotated(names: list, r: int) -> list:
     return names[k:] + names[:k]
 
 
+# Seconds of back-to-back work before each timing. An idle H200 drops its SM clock to 345 MHz
+# within one 200 ms nvidia-smi sample (results/h200_2026-11-30_dimsplit/smi_during_bench.csv),
+# and a timing of 7 graph replays lasts a few ms: without this, the first column after a long
+# CPU-only setup (page size 1 builds a million-entry page table) can catch the clock ramp.
+WARMUP_SECONDS = 0.1
+
+
+def set_warmup(seconds: float) -> None:
+    global WARMUP_SECONDS
+    WARMUP_SECONDS = max(0.0, seconds)
+
+
+def warm_gpu(fn, seconds: float) -> None:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fn()
+        torch.cuda.synchronize()
+
+
 def graph_time(calls, reps=7) -> float:
     """Captures `calls` (a list of closures) in one CUDA graph; seconds per call."""
     s = torch.cuda.Stream()
@@ -84,6 +105,7 @@ def graph_time(calls, reps=7) -> float:
     with torch.cuda.graph(g):
         for c in calls:
             c()
+    warm_gpu(g.replay, WARMUP_SECONDS)
     return median_time(g.replay, reps=reps) / len(calls)
 
 
@@ -306,12 +328,15 @@ def main():
                     help="comma list of ETAP experiment switches to time beside the default, each as its own "
                          "impl 'etap+NAME' (ETAP_<NAME>=1, or ETAP_<NAME>=V for NAME=V, while it is captured), "
                          "'+' joining several: e.g. kv_split_max_rows=16,kv_split_max_rows=32")
+    ap.add_argument("--warmup-ms", type=float, default=1e3 * WARMUP_SECONDS,
+                    help="milliseconds of back-to-back calls before each timing (lifts the SM clock out of idle)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="time every implementation this many times per row, each round in a rotated order, "
                          "and report the median of the rounds (each round's time is kept as us_rounds)")
     args = ap.parse_args()
     if args.rounds < 1:
         ap.error("--rounds must be >= 1")
+    set_warmup(args.warmup_ms / 1e3)
     peers = args.peers.split(",") if args.peers else []
     # "name" sets ETAP_NAME=1, "name=value" sets ETAP_NAME=value; "+" joins several in one variant
     variants = {f"etap+{v}": dict((f"ETAP_{f.split('=')[0].upper()}", f.split("=", 1)[1] if "=" in f else "1")
@@ -370,6 +395,7 @@ def main():
                 skipped.add(f"{name}: timed eagerly, graph capture failed: {type(exc).__name__}: {str(exc)[:100]}")
                 torch.cuda.synchronize()
                 try:
+                    warm_gpu(lambda: [c() for c in calls], WARMUP_SECONDS)
                     return median_time(lambda: [c() for c in calls], reps=7, inner=3) / len(calls)
                 except Exception as exc2:  # noqa: BLE001
                     skipped.add(f"{name}: {type(exc2).__name__}: {str(exc2)[:120]}")
@@ -404,7 +430,7 @@ def main():
                 command="python " + " ".join(sys.argv), copy_gbs=copy_gbs, torch=torch.__version__,
                 cuda=torch.version.cuda, python=platform.python_version(), grid=args.grid,
                 variants=variants, skipped=sorted(skipped), method="CUDA-graph replays, CUDA events, median of 7; rotating page tables",
-                rounds=args.rounds)
+                rounds=args.rounds, warmup_ms=1e3 * WARMUP_SECONDS)
     if not results:
         sys.exit("no results")
     out_dir = Path(args.out)

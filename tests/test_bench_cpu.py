@@ -22,3 +22,22 @@ def test_rounds_rotate_the_order_of_implementations():
     # over len(names) rounds every implementation is timed first once
     assert {o[0] for o in orders[:3]} == set(names)
     assert bench_decode.rotated([], 5) == []
+
+
+def test_warm_gpu_runs_for_the_time_asked(monkeypatch):
+    import time
+
+    calls = []
+    monkeypatch.setattr(bench_decode.torch.cuda, "synchronize", lambda: None)
+    t0 = time.perf_counter()
+    bench_decode.warm_gpu(lambda: calls.append(1), 0.02)
+    assert time.perf_counter() - t0 >= 0.02 and len(calls) >= 1
+    calls.clear()
+    bench_decode.warm_gpu(lambda: calls.append(1), 0.0)
+    assert calls == []
+    saved = bench_decode.WARMUP_SECONDS
+    try:
+        bench_decode.set_warmup(-1)
+        assert bench_decode.WARMUP_SECONDS == 0.0
+    finally:
+        bench_decode.set_warmup(saved)
