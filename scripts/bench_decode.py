@@ -44,14 +44,15 @@ def copy_bandwidth() -> float:
     n = 2**30
     a = torch.empty(n, dtype=torch.uint8, device="cuda")
     b = torch.empty_like(a)
-    warm_gpu(lambda: b.copy_(a), WARMUP_SECONDS)
     return 2 * n / median_time(lambda: b.copy_(a), reps=10) / 1e9
 
 
 def median_time(fn, reps=10, inner=1) -> float:
-    """Seconds per call: median over `reps` timings of `inner` back-to-back calls."""
+    """Seconds per call: median over `reps` timings of `inner` back-to-back calls, after one call
+    and WARMUP_SECONDS of them (warm_gpu)."""
     fn()
     torch.cuda.synchronize()
+    warm_gpu(fn, WARMUP_SECONDS)
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times = []
     for _ in range(reps):
@@ -105,7 +106,6 @@ def graph_time(calls, reps=7) -> float:
     with torch.cuda.graph(g):
         for c in calls:
             c()
-    warm_gpu(g.replay, WARMUP_SECONDS)
     return median_time(g.replay, reps=reps) / len(calls)
 
 
@@ -395,7 +395,6 @@ def main():
                 skipped.add(f"{name}: timed eagerly, graph capture failed: {type(exc).__name__}: {str(exc)[:100]}")
                 torch.cuda.synchronize()
                 try:
-                    warm_gpu(lambda: [c() for c in calls], WARMUP_SECONDS)
                     return median_time(lambda: [c() for c in calls], reps=7, inner=3) / len(calls)
                 except Exception as exc2:  # noqa: BLE001
                     skipped.add(f"{name}: {type(exc2).__name__}: {str(exc2)[:120]}")
