@@ -878,8 +878,8 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     mbar_arrive(&ss.q_empty);
     ++piece_idx;
   });
+  ETAP_CTA_SPAN_END(tid, wg, it);  // before the dump: CTA (0, 0)'s printf of its marks takes ms
   ETAP_TRACE_DUMP(1 + wg);
-  ETAP_CTA_SPAN_END(tid, wg, it);
 }
 
 template <class T, int N, bool kFp8>
