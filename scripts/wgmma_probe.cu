@@ -84,8 +84,27 @@ __device__ float s_gemm_tiles(Mma& mma, TA& tA, TB& tB, int reps) {
   return total;
 }
 
-// kRS: S^T with A (the K tile) already in registers (register-A WGMMA, no ldmatrix counted): the
-// bound for feeding K from registers instead of shared memory.
+// One tile of register-A WGMMAs fed by ldmatrix: each k-block of A is copied from shared memory
+// just before its WGMMA, gemm_block(k) issues that k-block, and at most kInFlight + 1 blocks stay
+// in flight (register A is read until its WGMMA completes).
+template <int kInFlight, class Copy, class TS, class TR, class TA, class F>
+__device__ void ldsm_rs_tile(Copy& s2r, TS& tXs, TR& tXr, TA& tAr, F&& gemm_block) {
+#pragma unroll
+  for (int k = 0; k < decltype(size<2>(tAr))::value; ++k) {
+    copy(s2r, tXs(_, _, k), tXr(_, _, k));
+    auto block = tAr(_, _, k);
+    warpgroup_fence_operand(block);
+    warpgroup_arrive();
+    gemm_block(k);
+    warpgroup_commit_batch();
+    warpgroup_wait<kInFlight>();
+  }
+  warpgroup_wait<0>();
+}
+
+// kRS: 0 = A from shared memory; 1 = S^T with A (the K tile) already in registers (no ldmatrix
+// counted: the bound for feeding K from registers); 2 = A by ldmatrix (S^T) or ldmatrix.trans
+// (O^T) into registers just before each WGMMA (ldsm_rs_tile).
 template <int N, int kChains, bool kO, int kRS = 0>
 __global__ void __launch_bounds__(256, 1) probe(int reps, long long* cycles, float* sink) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -116,18 +135,10 @@ __global__ void __launch_bounds__(256, 1) probe(int reps, long long* cycles, flo
     for (int r = 0; r < reps; ++r) {
 #pragma unroll
       for (int c = 0; c < kChains; ++c) warpgroup_fence_operand(acc[c]);
-#pragma unroll
-      for (int k = 0; k < kQK / 16; ++k) {
-        copy(s2r, tXsK(_, _, k), tXrK(_, _, k));
-        auto block = tArK(_, _, k);
-        warpgroup_fence_operand(block);
-        warpgroup_arrive();
+      ldsm_rs_tile<4>(s2r, tXsK, tXrK, tArK, [&](int k) {
         mma.accumulate_ = k < kChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
         cute::gemm(mma, tArK(_, _, k), tB(_, _, k), acc[k % kChains]);
-        warpgroup_commit_batch();
-        warpgroup_wait<4>();  // register A stays read until its WGMMA completes: 5 blocks in flight
-      }
-      warpgroup_wait<0>();
+      });
 #pragma unroll
       for (int c = 0; c < kChains; ++c) warpgroup_fence_operand(acc[c]);
     }
@@ -167,17 +178,7 @@ __global__ void __launch_bounds__(256, 1) probe(int reps, long long* cycles, flo
     clear(acc);
     for (int r = 0; r < reps; ++r) {
       warpgroup_fence_operand(acc);
-#pragma unroll
-      for (int k = 0; k < size<2>(tArV); ++k) {
-        copy(s2r, tXsV(_, _, k), tXrV(_, _, k));
-        auto block = tArV(_, _, k);
-        warpgroup_fence_operand(block);
-        warpgroup_arrive();
-        cute::gemm(mma, tArV(_, _, k), tB(_, _, k), acc);
-        warpgroup_commit_batch();
-        warpgroup_wait<1>();
-      }
-      warpgroup_wait<0>();
+      ldsm_rs_tile<1>(s2r, tXsV, tXrV, tArV, [&](int k) { cute::gemm(mma, tArV(_, _, k), tB(_, _, k), acc); });
       warpgroup_fence_operand(acc);
     }
     for (int i = 0; i < size(acc); ++i) total += acc(i);
