@@ -336,6 +336,8 @@ def main():
     args = ap.parse_args()
     if args.rounds < 1:
         ap.error("--rounds must be >= 1")
+    if args.warmup_ms < 0:
+        ap.error("--warmup-ms must be >= 0")
     set_warmup(args.warmup_ms / 1e3)
     peers = args.peers.split(",") if args.peers else []
     # "name" sets ETAP_NAME=1, "name=value" sets ETAP_NAME=value; "+" joins several in one variant
