@@ -23,11 +23,17 @@ import gzip
 import sys
 
 
+SAMPLES = "Warp Stall Sampling (All Samples)"
+
+
 def load(path: str):
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt") as f:
         rows = list(csv.reader(f))
-    start = next(i for i, r in enumerate(rows) if r and r[0] == "Address")
+    start = next((i for i, r in enumerate(rows) if r and r[0] == "Address"), None)
+    if start is None or SAMPLES not in rows[start] or "Source" not in rows[start]:
+        raise ValueError(f"{path}: no 'Address', 'Source' and '{SAMPLES}' columns: not the output of "
+                         "ncu --page source --csv --print-source sass")
     header = rows[start]
     return header, [r for r in rows[start + 1:] if len(r) == len(header)]
 
@@ -47,7 +53,7 @@ def kind_of(sass: str, wait_pred: str) -> str:
 
 def summarize(header, rows, top: int = 15) -> dict:
     col = {h: i for i, h in enumerate(header)}
-    samples = col["Warp Stall Sampling (All Samples)"]
+    samples = col[SAMPLES]
     reasons = [h for h in header if h.startswith("stall_") and "Not Issued" not in h]
 
     def n(r, i):
@@ -83,7 +89,10 @@ def main(argv=None) -> int:
     ap.add_argument("csv", help="ncu --page source --csv --print-source sass output (optionally .gz)")
     ap.add_argument("--top", type=int, default=15)
     args = ap.parse_args(argv)
-    res = summarize(*load(args.csv), top=args.top)
+    try:
+        res = summarize(*load(args.csv), top=args.top)
+    except ValueError as exc:
+        ap.error(str(exc))
     for p, c in res["parts"].items():
         total = sum(c.values())
         if not total:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import ncu_stalls  # noqa: E402
 
@@ -42,3 +44,12 @@ def test_parts_and_kinds(tmp_path):
     assert res["reasons"] == {"stall_barrier": 60, "stall_long_sb": 30}
     assert res["hot"][0][1] == 40 and "B2R" in res["hot"][0][2]
     assert ncu_stalls.main([str(write(tmp_path)), "--top", "3"]) == 0
+
+
+def test_other_csv_is_refused_by_name(tmp_path):
+    path = tmp_path / "raw.csv"
+    path.write_text('"ID","Kernel Name"\n"0","decode_kernel"\n')
+    with pytest.raises(ValueError, match="raw.csv.*--page source"):
+        ncu_stalls.load(str(path))
+    with pytest.raises(SystemExit):
+        ncu_stalls.main([str(path)])
