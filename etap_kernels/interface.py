@@ -99,13 +99,16 @@ def row_grouping(rows: int, fp8: bool = False, page_size: int = TILE_KV) -> Tupl
     """(num_groups, rows_per_group, rows_per_warpgroup) for ``rows`` = s_q * h_q query rows.
 
     A CTA serves up to 64 rows split over two consumer warpgroups; each warpgroup's WGMMA N is
-    its row count rounded up to a multiple of 8 (8..32). An FP8 cache keeps V^T in registers
-    (register-A WGMMA), which leaves room for N <= 16 only: 32 rows per CTA. Small groups run
-    KV split (``rows_per_warpgroup >= rows_per_group``): both warpgroups hold all the rows.
+    its row count rounded up to a multiple of 8 (8..32). Small groups run KV split
+    (``rows_per_warpgroup >= rows_per_group``): both warpgroups hold all the rows. With an FP8
+    cache each warpgroup then keeps all of V^T in registers, so FP8 KV split stops at 16 rows.
     """
     groups = num_row_groups(rows, fp8)
     per_group = _cdiv(rows, groups)
-    if per_group <= kv_split_max_rows(fp8, page_size):
+    max_split = kv_split_max_rows(fp8, page_size)
+    if fp8:
+        max_split = min(max_split, 16)
+    if per_group <= max_split:
         per_wg = 8 * _cdiv(per_group, 8)
     else:
         per_wg = 8 * _cdiv(_cdiv(per_group, 2), 8)

@@ -424,8 +424,9 @@ def hostile_inputs() -> list:
 # ----------------------------------------------------------------------------- sanitizer
 
 def driver_cases() -> list:
-    """Every instance the dispatcher can pick (bf16/fp16 N 8..32, e4m3 N 8/16, KV split and row
-    split), split and whole sequences, partial tiles and pages, page sizes 1/16/64."""
+    """Every instance the dispatcher picks by default (bf16/fp16 N 8..32 KV split and row split;
+    e4m3 N 8/16 KV split, N 16..32 dims split), split and whole sequences, partial tiles and
+    pages, page sizes 1/16/64."""
     cases = []
     for dtype, h_q, s_q in itertools.product(("bf16", "fp16", "fp8"), (1, 8, 16, 24, 48, 64), (1,)):
         for lens, ps in (([1, 65, 200], 16), ([1000], 64), ([127, 0, 64], 1)):

@@ -45,7 +45,9 @@ def test_sanitizer_driver_reaches_every_instance():
     for dt in ("bf16", "fp16"):
         assert {n for d, n, _ in picked if d == dt} == {8, 16, 24, 32}
         assert (dt, 8, True) in picked and (dt, 8, False) in picked  # KV split and row split
-    assert {n for d, n, _ in picked if d == "fp8"} == {8, 16}
+    # e4m3: KV split up to 16 rows (N 8, 16), above that rows split with the dims split (N 16..32)
+    assert {(n, kv) for d, n, kv in picked if d == "fp8"} == {(8, True), (16, True), (16, False), (24, False),
+                                                              (32, False)}
 
 
 def test_fp8_lse_bound_covers_the_query_quantisation(monkeypatch):

@@ -248,8 +248,9 @@ def test_sm_parts_and_row_groups():
     assert S.num_sm_parts(132, 64 * 200) == 1
     assert S.num_sm_parts(78, 2 * 128) == 19
     assert S.num_row_groups(32, fp8=True) == 1
-    assert S.num_row_groups(64, fp8=True) == 2
-    assert S.num_sm_parts(132, 128, fp8=True) == 33
+    assert S.num_row_groups(64, fp8=True) == 1
+    assert S.num_row_groups(128, fp8=True) == 2
+    assert S.num_sm_parts(132, 128, fp8=True) == 66
 
 
 def test_row_groups_match_interface():

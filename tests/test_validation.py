@@ -135,11 +135,15 @@ def test_row_grouping_kv_split_up_to_16_rows_on_cp_async_pages(page_size, monkey
 
 
 @pytest.mark.parametrize("rows", list(range(1, 257)))
-def test_row_grouping_fp8_keeps_n_at_most_16(rows):
+def test_row_grouping_fp8_kv_split_keeps_n_at_most_16(rows, monkeypatch):
+    monkeypatch.setenv("ETAP_KV_SPLIT_MAX_ROWS_FP8", "64")  # clamped: KV split needs N <= 16
     groups, per_group, per_wg = row_grouping(rows, fp8=True)
     assert groups * per_group >= rows > (groups - 1) * per_group
-    assert per_group <= 32 and per_wg in (8, 16)
+    assert per_group <= 64 and per_wg in (8, 16, 24, 32)
     assert 2 * per_wg >= per_group
+    if per_wg >= per_group:  # KV split
+        assert per_wg <= 16
+    assert groups == -(-rows // 64)
 
 
 FP8 = torch.float8_e4m3fn

@@ -158,6 +158,9 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
   p.num_groups = int(num_groups);
   p.rows_per_wg = int(rows_per_wg);
   p.kv_split = rows_per_wg >= rows_per_group ? 1 : 0;
+  // An e4m3 KV split keeps all 512 dims of V^T in each warpgroup's registers: N <= 16 only.
+  TORCH_CHECK(!fp8 || !p.kv_split || rows_per_wg <= 16,
+              "an e4m3 cache runs KV split only for rows_per_wg <= 16, got ", rows_per_wg);
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
   p.q_scale = q_scale.has_value() ? q_scale->data_ptr<float>() : nullptr;

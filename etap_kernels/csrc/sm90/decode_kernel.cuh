@@ -12,9 +12,12 @@
 // split-KV schedule; a piece that covers a whole sequence writes `out`/`lse` directly, a partial
 // piece writes fp32 partials for the combine kernel.
 //
-// kFp8: the cache is e4m3 (fp8_tile.cuh); tiles are half as big (4 stages in the same space),
-// both GEMMs run in fp16 with A converted from e4m3 in registers, Q is converted to fp16 with the
-// softmax and cache scales folded in, and the output is multiplied by the cache scale.
+// kFp8: the cache is e4m3 (fp8_tile.cuh); tiles are half as big (3-4 stages in the same space).
+// S^T is an e4m3 WGMMA against Q quantised per piece into e4m3 hi/lo rows; O^T is an fp16
+// WGMMA with V^T converted from e4m3 in registers. With rows split over the warpgroups
+// ("kSplitDims"), each warpgroup computes S^T for its own rows but O^T for all the CTA's rows
+// and half of the 512 latent dims, so each converts only its half of V^T; the two exchange P^T
+// and the softmax rescale factors through shared memory once per tile.
 #pragma once
 
 // Every N in steps of 8 as a single WGMMA (64x24, 64x40, ...), not split into 64x8 atoms.
@@ -35,7 +38,8 @@ namespace etap::sm90 {
 using namespace cute;
 
 constexpr int kThreads = 384;
-// named barriers: 0 CTA, 1 producer, 2-3 consumer warpgroups
+// named barriers: 0 CTA, 1 producer, 2-3 consumer warpgroups, 4 both consumer warpgroups
+constexpr int kBarConsumers = 4;
 constexpr int kChunksPerRow = kDimQK / 8;  // 16-byte chunks per 576-wide row
 constexpr int kNopeChunks = kDimV / 8;
 
@@ -44,9 +48,8 @@ struct Config {
   static_assert(N % 8 == 0 && N >= 8 && N <= 32, "rows per warpgroup must be 8..32 in steps of 8");
   using MmaT = std::conditional_t<kFp8, cutlass::half_t, T>;  // operand type of O^T's WGMMA
   using Fp8 = cutlass::float_e4m3_t;
-  // e4m3 tiles are half as big: as many stages as fit beside Q (bf16 staging + e4m3 hi/lo).
-  static_assert(!kFp8 || N <= 16, "FP8: V^T fragments in registers leave room for N <= 16 only");
-  static constexpr int kStages = kFp8 ? 4 : 2;
+  // e4m3 tiles are half as big: as many stages as fit beside the e4m3 hi/lo Q and P^T.
+  static constexpr int kStages = kFp8 ? (N <= 24 ? 4 : 3) : 2;
   static constexpr int kTileBytes = kFp8 ? kFp8TileBytes : kTileKV * kDimQK * int(sizeof(T));
   // Page ids are fetched kPageAhead tiles ahead of their copies (cp.async into a ring), so the
   // producer's loop does not wait a memory round trip per tile; 16-bit N = 32 has room for 1.
@@ -60,6 +63,8 @@ struct Config {
       decltype(composition(LayoutV{}, make_layout(Shape<Int<kDimV>, Int<kTileKV>>{}, GenRowMajor{})));
   using LayoutQ = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kDimQK>>{}));
   using LayoutP = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kTileKV>>{}));
+  // FP8 with rows split: P^T of both warpgroups' rows, [2N][64] fp16 (warpgroup w's at row w N).
+  using LayoutP2 = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<MmaT>{}, Shape<Int<2 * N>, Int<kTileKV>>{}));
   using MmaS = decltype(make_tiled_mma(
       GMMA::ss_op_selector<T, T, float, Shape<Int<kTileKV>, Int<N>, Int<kDimQK>>, GMMA::Major::K,
                            GMMA::Major::K>()));
@@ -77,8 +82,13 @@ struct Config {
                                     GMMA::Major::K, GMMA::Major::K>()),
       decltype(GMMA::ss_op_selector<T, T, float, Shape<Int<kDimV>, Int<N>, Int<kTileKV>>,
                                     GMMA::Major::MN, GMMA::Major::K>())>{}));
-  // Register-A fragment of V^T (FP8 path), shaped by a plain layout.
+  // FP8 with rows split: O^T for all 2N rows over this warpgroup's half of the latent dims.
+  using MmaO2 = decltype(make_tiled_mma(GMMA::rs_op_selector<MmaT, MmaT, float,
+                                                             Shape<Int<kDimV / 2>, Int<2 * N>, Int<kTileKV>>,
+                                                             GMMA::Major::K, GMMA::Major::K>()));
+  // Register-A fragments of V^T (FP8 path), shaped by plain layouts: all dims / half of them.
   using LayoutVtRegs = Layout<Shape<Int<kDimV>, Int<kTileKV>>, Stride<Int<kTileKV>, _1>>;
+  using LayoutVtRegs2 = Layout<Shape<Int<kDimV / 2>, Int<kTileKV>>, Stride<Int<kTileKV>, _1>>;
   static constexpr int kCols = N / 4;  // query rows (accumulator columns) each thread holds
   // S^T accumulates over 36 k-steps; small-N WGMMAs are latency-bound when chained on one
   // accumulator, so independent partial sums are interleaved and added at the end.
@@ -87,26 +97,24 @@ struct Config {
 #else
   static constexpr int kSChains = N <= 16 ? 4 : (N <= 24 ? 2 : 1);
 #endif
-  // Output staging in the warpgroup's Q buffer once its piece is done: [N][512 + 8] elements.
+  // Q buffer of a warpgroup: N rows of Q (16-bit), or 2N e4m3 rows [Qhi; Qlo]: the same bytes.
+  static constexpr int kQBytes = N * kDimQK * 2;
+  // Output staging in the warpgroup's Q buffer once its piece is done: [N][512 + 8] elements,
+  // or with the dims split [2N][256 + 8].
   static constexpr int kStagePitch = kDimV + 8;
-  static_assert(N * kStagePitch <= N * kDimQK, "staging must fit in the Q buffer");
-};
-
-// FP8 only (an empty base otherwise, so the 16-bit layouts keep every byte).
-template <bool kFp8, int N>
-struct Fp8Storage {};
-template <int N>
-struct Fp8Storage<true, N> {
-  alignas(1024) uint8_t q8[2][2 * N * kDimQK];  // e4m3 [Qhi; Qlo] per warpgroup
+  static constexpr int kStagePitch2 = kDimV / 2 + 8;
+  static_assert(N * kStagePitch * 2 <= kQBytes && 2 * N * kStagePitch2 * 2 <= kQBytes,
+                "staging must fit in the Q buffer");
 };
 
 template <class T, int N, bool kFp8>
-struct alignas(1024) SharedStorage : Fp8Storage<kFp8, N> {
+struct alignas(1024) SharedStorage {
   using C = Config<T, N, kFp8>;
   static constexpr int kStages = C::kStages;
   alignas(1024) uint8_t kv[kStages][C::kTileBytes];
-  alignas(1024) T q[2][cosize_v<typename C::LayoutQ>];
-  alignas(1024) typename C::MmaT p[2][cosize_v<typename C::LayoutP>];
+  alignas(1024) uint8_t q[2][C::kQBytes];  // per warpgroup: Q (16-bit) or e4m3 [Qhi; Qlo]
+  // P^T: per warpgroup [N][64]; FP8 per tile parity [2N][64] (rows split) or per warpgroup.
+  alignas(1024) typename C::MmaT p[2][cosize_v<std::conditional_t<kFp8, typename C::LayoutP2, typename C::LayoutP>>];
   float red[2][2][4][N];     // [warpgroup][parity][warp][column]: cross-warp column reductions
   float q_amax[2][kFp8 ? N : 1];  // FP8: per-row max |q| (kept here: in the base it would cost 1 KB of alignment)
   int page_ring[C::kPageRing][kTileKV];  // producer: raw page-table entry per tile row
@@ -119,6 +127,8 @@ struct alignas(1024) SharedStorage : Fp8Storage<kFp8, N> {
   uint64_t merge_ml[2];
   uint64_t xfer_full;
   uint64_t xfer_empty;
+  // FP8 rows split: softmax rescale factor per CTA row [tile parity], row sums [2].
+  float row_x[kFp8 ? 3 : 1][kFp8 ? kRowsPerCta : 1];
 };
 
 struct Piece {
@@ -239,6 +249,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
 
     // Q rows of this group, both warpgroups' halves; rows past the end are zero-filled. Later
     // pieces load Q after issuing their first tiles, so those overlap the previous epilogue.
+    // (FP8: the consumers read Q themselves while quantising it.)
     auto load_q = [&]() {
       mbar_wait(&ss.q_empty, (piece_idx & 1) ^ 1);
       for (int c = tid; c < 2 * N * kChunksPerRow; c += 128) {
@@ -253,7 +264,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
                   head * p.q_nope_stride[2] + chunk * 8
             : q_rope + pc.batch * p.q_rope_stride[0] + tok * p.q_rope_stride[1] +
                   head * p.q_rope_stride[2] + (chunk - kNopeChunks) * 8;
-        Tensor sQ = make_tensor(make_smem_ptr(ss.q[wg]), typename C::LayoutQ{});
+        Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<T*>(ss.q[wg])), typename C::LayoutQ{});
         cp_async_16(&sQ(r, chunk * 8), valid ? src : q_nope, valid);
       }
       cp_async_arrive_noinc(&ss.q_full);
@@ -261,7 +272,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
     const int q_at = piece_idx == 0 ? pc.tile_begin : pc.tile_begin + min(2, pc.tile_end - pc.tile_begin);
 
     for (int t = pc.tile_begin; t < pc.tile_end; ++t, ++it) {
-      if (t == q_at) load_q();
+      if (!kFp8 && t == q_at) load_q();
       const int stage = it % kStages;
       prefetch_pages(t + C::kPageAhead, it + C::kPageAhead);
       cp_async_wait<C::kPageAhead>();  // this tile's page ids have landed
@@ -331,7 +342,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
       } else {
         // e4m3 keeps one page lookup per 16-byte chunk (36 per row): a row loop made N = 16 spill.
         constexpr int kRowChunks = kDimQK / 16, kNope = kDimV / 16;
-#pragma unroll 4
+#pragma unroll 2
         for (int c = tid; c < kTileKV * kRowChunks; c += 128) {
           const int r = c / kRowChunks, chunk = c % kRowChunks;
           const int page = page_at(r);
@@ -347,39 +358,48 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
       }
       cp_async_arrive_noinc(&ss.full[stage]);
     }
-    if (q_at == pc.tile_end) load_q();
+    if (!kFp8 && q_at == pc.tile_end) load_q();
     ++piece_idx;
   });
   ETAP_TRACE_DUMP(0);
 }
 
-template <class T, int N, bool kFp8>
+// kSplitDims (FP8, rows split over the warpgroups only): O^T covers all 2N rows of the CTA and
+// this warpgroup's 256 latent dims; otherwise its own N rows (or all of them, KV split) and all
+// 512 dims.
+template <class T, int N, bool kFp8, bool kSplitDims>
 __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T, N, kFp8>& ss,
                                          int part, int group, int wg) {
   using C = Config<T, N, kFp8>;
   using MmaT = typename C::MmaT;
+  static_assert(!kSplitDims || kFp8, "the dims split is the FP8 rows-split path");
+  static_assert(!kFp8 || kSplitDims || N <= 16, "FP8 KV split: V^T fragments leave room for N <= 16 only");
   constexpr int kStages = C::kStages;
   constexpr int kCols = C::kCols;
+  constexpr int kON = kSplitDims ? 2 * N : N;             // O^T columns (query rows)
+  constexpr int kOM = kSplitDims ? kDimV / 2 : kDimV;     // O^T rows (latent dims)
+  constexpr int kOCols = kON / 4;
   const int tid = threadIdx.x % 128;
   const int lane = tid % 32, warp = tid / 32;
   const int bar_id = 2 + wg;
   const int wg_row0 = p.kv_split ? 0 : wg * N;  // this warpgroup's first row within the group
+  const int o_row0 = kSplitDims ? 0 : wg_row0;  // the row of O^T column 0 within the group
 
   typename C::MmaS mma_s;
-  typename C::MmaO mma_o;
+  std::conditional_t<kSplitDims, typename C::MmaO2, typename C::MmaO> mma_o;
   auto thr_s = mma_s.get_thread_slice(tid);
   auto thr_o = mma_o.get_thread_slice(tid);
 
-  Tensor sQ = make_tensor(make_smem_ptr(ss.q[wg]), typename C::LayoutQ{});
+  Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<T*>(ss.q[wg])), typename C::LayoutQ{});
   Tensor sP = make_tensor(make_smem_ptr(ss.p[wg]), typename C::LayoutP{});
   Tensor tSrQ = thr_s.partition_fragment_B(sQ);
   Tensor tOrP = thr_o.partition_fragment_B(sP);
   Tensor accS = partition_fragment_C(mma_s, Shape<Int<kTileKV>, Int<N>>{});  // ((2,2,N/8),1,1)
-  Tensor accO = partition_fragment_C(mma_o, Shape<Int<kDimV>, Int<N>>{});    // ((2,2,N/8),8,1)
+  Tensor accO = partition_fragment_C(mma_o, Shape<Int<kOM>, Int<kON>>{});    // ((2,2,kON/8),kOM/64,1)
 
   // One WGMMA atom spans all N columns, so fragments are ((2,2,N/8), M atoms, 1).
   static_assert(decltype(size<0>(accS))::value == N / 2 && decltype(size<2>(accS))::value == 1);
-  static_assert(decltype(size<0>(accO))::value == N / 2 && decltype(size<1>(accO))::value == 8 &&
+  static_assert(decltype(size<0>(accO))::value == kON / 2 && decltype(size<1>(accO))::value == kOM / 64 &&
                 decltype(size<2>(accO))::value == 1);
   // Accumulator element (v0, v1, j) of a 64xN atom sits at row 16*warp + lane/4 + 8*v1 and
   // column 2*(lane%4) + v0 + 8*j; column slot c = v0 + 2*j indexes this thread's columns.
@@ -387,9 +407,11 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   // Column slot of fragment value i = (v0, v1, j), and value (v0, v1 = h, j) of slot c.
   auto slot_of_value = [](int i) { return (i % 2) + 2 * (i / 4); };
   auto value_of_slot = [](int c, int h) { return (c % 2) + 2 * h + 4 * (c / 2); };
-  // Latent dim of accumulator value v of O^T atom mi (the FP8 path permutes the rows).
+  // Latent dim of accumulator value v of O^T atom mi (the FP8 paths permute the rows).
   auto dv_of = [&](int mi, int v) {
-    return kFp8 ? dv_of_fp8(warp, lane / 4, mi, (v / 2) % 2) : 64 * mi + 16 * warp + lane / 4 + 8 * ((v / 2) % 2);
+    const int h = (v / 2) % 2;
+    return kSplitDims ? dv_of_fp8_half(wg, warp, lane / 4, mi, h)
+                      : kFp8 ? dv_of_fp8(warp, lane / 4, mi, h) : 64 * mi + 16 * warp + lane / 4 + 8 * h;
   };
   // FP8: the softmax scale (log2 units) and the cache scale are folded into Q; the output is
   // scaled by the cache scale (V = the latent part of K).
@@ -401,15 +423,15 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   ETAP_CTA_SPAN_BEGIN();
   for_each_piece(p, part, [&](const Piece& pc) {
     const int len = effective_len(p, pc.batch);
-    int limit[kCols];  // KV positions < limit are visible to column c
+    // KV positions < limit_of(c) are visible to column c (recomputed where a tile needs masks:
+    // an array of them would hold kCols registers through the whole loop).
+    auto limit_of = [&](int c) {
+      const int tok = (group * p.rows_per_group + wg_row0 + col_of(c)) / p.h_q;
+      return p.causal ? len - (p.s_q - 1 - tok) : len;
+    };
     int min_limit = len;
 #pragma unroll
-    for (int c = 0; c < kCols; ++c) {
-      const int grow = group * p.rows_per_group + wg_row0 + col_of(c);
-      const int tok = grow / p.h_q;
-      limit[c] = p.causal ? len - (p.s_q - 1 - tok) : len;
-      min_limit = min(min_limit, limit[c]);
-    }
+    for (int c = 0; c < kCols; ++c) min_limit = min(min_limit, limit_of(c));
 
     float m_run[kCols], l_run[kCols];
 #pragma unroll
@@ -419,23 +441,34 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     }
     clear(accO);
 
-    mbar_wait(&ss.q_full, piece_idx & 1);
+    if constexpr (!kFp8) mbar_wait(&ss.q_full, piece_idx & 1);
     ETAP_MARK(3);
-    float mul_hi[kCols], mul_lo[kCols];  // FP8: per-column factors of the hi and lo score halves
+    float mul_hi[kCols];  // FP8: per-column factor of the scores (hi + lo / 16)
     if constexpr (kFp8) {
       // Q -> e4m3 hi/lo rows, each row scaled so its max |q| maps to 240:
       //   q * sigma = hi + lo / 16, scores = (K8.hi + K8.lo / 16) * q_mul / sigma.
-      Tensor sQin = make_tensor(make_smem_ptr(ss.q[wg]), typename C::LayoutQ{});
-      Tensor sQ8n = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(ss.q8[wg])),
+      Tensor sQ8n = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(ss.q[wg])),
                                 typename C::LayoutQ8Nope{});
-      Tensor sQ8r = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(ss.q8[wg] + 2 * N * kDimV)),
+      Tensor sQ8r = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(ss.q[wg] + 2 * N * kDimV)),
                                 typename C::LayoutQ8Rope{});
       unsigned* amax = reinterpret_cast<unsigned*>(ss.q_amax[wg]);
       if (tid < N) amax[tid] = 0u;
       named_barrier_sync(bar_id, 128);
+      // 16 elements of this warpgroup's Q row n from global memory (zeros past the rows).
       auto load16 = [&](int n, int kb, float (&v)[16]) {
-        uint4 raw[2] = {*reinterpret_cast<const uint4*>(&sQin(n, kb * 16)),
-                        *reinterpret_cast<const uint4*>(&sQin(n, kb * 16 + 8))};
+        const int local = wg_row0 + n;
+        const int grow = group * p.rows_per_group + local;
+        uint4 raw[2] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
+        if (local < p.rows_per_group && grow < p.rows) {
+          const int tok = grow / p.h_q, head = grow % p.h_q;
+          const T* src = kb < kDimV / 16
+              ? static_cast<const T*>(p.q_nope) + pc.batch * p.q_nope_stride[0] + tok * p.q_nope_stride[1] +
+                    head * p.q_nope_stride[2] + kb * 16
+              : static_cast<const T*>(p.q_rope) + pc.batch * p.q_rope_stride[0] + tok * p.q_rope_stride[1] +
+                    head * p.q_rope_stride[2] + (kb * 16 - kDimV);
+          raw[0] = __ldg(reinterpret_cast<const uint4*>(src));
+          raw[1] = __ldg(reinterpret_cast<const uint4*>(src) + 1);
+        }
         const T* in = reinterpret_cast<const T*>(raw);
 #pragma unroll
         for (int i = 0; i < 16; ++i) v[i] = static_cast<float>(in[i]);
@@ -485,7 +518,6 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
 #pragma unroll
       for (int c = 0; c < kCols; ++c) {
         mul_hi[c] = q_mul / sigma_of(col_of(c));
-        mul_lo[c] = mul_hi[c] * (1.f / 16.f);
       }
       fence_proxy_async();
       named_barrier_sync(bar_id, 128);
@@ -513,9 +545,9 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         Tensor sKn = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(tile)), typename C::LayoutK8Nope{});
         Tensor sKr = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(tile + kFp8RopeOffset)),
                                  typename C::LayoutK8Rope{});
-        Tensor sQ8n = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(ss.q8[wg])),
+        Tensor sQ8n = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(ss.q[wg])),
                                   typename C::LayoutQ8Nope{});
-        Tensor sQ8r = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(ss.q8[wg] + 2 * N * kDimV)),
+        Tensor sQ8r = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(ss.q[wg] + 2 * N * kDimV)),
                                   typename C::LayoutQ8Rope{});
         Tensor tAn = thr_s8.partition_fragment_A(sKn);
         Tensor tAr = thr_s8.partition_fragment_A(sKr);
@@ -550,7 +582,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
             hi += acc8[ch](i);
             lo += acc8[ch](i + N / 2);
           }
-          accS(i) = hi * mul_hi[c] + lo * mul_lo[c];
+          accS(i) = fmaf(lo, 1.f / 16.f, hi) * mul_hi[c];
         }
       } else {
         Tensor sK = make_tensor(make_smem_ptr(reinterpret_cast<T*>(tile)), typename C::LayoutKV{});
@@ -590,7 +622,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         float s = accS(i) * s_mul;
         if (need_mask) {
           const int pos = t * kTileKV + 16 * warp + lane / 4 + 8 * v1;
-          if (pos >= limit[c]) s = -INFINITY;
+          if (pos >= limit_of(c)) s = -INFINITY;
         }
         accS(i) = s;
         col_max[c] = fmaxf(col_max[c], s);
@@ -629,30 +661,97 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         accS(i) = pr;
         l_run[c] += pr;
       }
+      if constexpr (!kSplitDims) {
 #pragma unroll
-      for (int mi = 0; mi < size<1>(accO); ++mi) {
+        for (int mi = 0; mi < size<1>(accO); ++mi) {
 #pragma unroll
-        for (int v = 0; v < size<0>(accO); ++v) {
-          const int c = slot_of_value(v);
-          accO(v, mi, 0) *= alpha[c];
+          for (int v = 0; v < size<0>(accO); ++v) {
+            const int c = slot_of_value(v);
+            accO(v, mi, 0) *= alpha[c];
+          }
+        }
+
+        // P^T to shared memory as the B operand (N x 64, K-major).
+#pragma unroll
+        for (int i = 0; i < size(accS); ++i) {
+          const int v0 = i % 2, v1 = (i / 2) % 2, j = i / 4;
+          const int m = 16 * warp + lane / 4 + 8 * v1;
+          const int n = 2 * (lane % 4) + v0 + 8 * j;
+          sP(n, m) = static_cast<MmaT>(accS(i));
+        }
+        fence_proxy_async();
+        named_barrier_sync(bar_id, 128);
+      } else {
+        // P^T rows wg N.. of this tile parity's [2N][64] buffer, and this warpgroup's rescale
+        // factors; then both warpgroups' are there (a 256-thread barrier). A parity's buffers
+        // are rewritten two tiles later, after the other warpgroup has passed the next barrier,
+        // which it does only once its O^T of this tile has completed.
+        // Element (n, m) of the 128B-swizzled [2N][64] fp16 tile sits at byte (n / 8) 1024 +
+        // (n % 8) 128 + ((m / 8) ^ (n % 8)) 16 + (m % 8) 2. For this thread's values
+        // n = wg N + 2 q + v0 + 8 j and m = 16 warp + g + 8 v1, that is one base plus constants
+        // (spelled out: through the layout, ptxas kept 16 addresses live and spilled them).
+        {
+          const int q = lane % 4, g = lane / 4;
+          char* p_base = reinterpret_cast<char*>(ss.p[it & 1]) + (wg * N / 8) * 1024 + 2 * q * 128 +
+                         2 * (warp ^ q) * 16 + 2 * g;
+#pragma unroll
+          for (int i = 0; i < size(accS); ++i) {
+            const int v0 = i % 2, v1 = (i / 2) % 2, j = i / 4;
+            *reinterpret_cast<MmaT*>(p_base + j * 1024 + v0 * 128 + (v0 ^ v1) * 16) = static_cast<MmaT>(accS(i));
+          }
+        }
+        if (warp == 0 && lane < 4) {
+#pragma unroll
+          for (int c = 0; c < kCols; ++c) ss.row_x[it & 1][wg * N + col_of(c)] = alpha[c];
+        }
+        fence_proxy_async();
+        named_barrier_sync(kBarConsumers, 256);
+#pragma unroll
+        for (int c = 0; c < kOCols; ++c) {
+          const float a = ss.row_x[it & 1][col_of(c)];
+#pragma unroll
+          for (int mi = 0; mi < size<1>(accO); ++mi) {
+            accO(value_of_slot(c, 0), mi, 0) *= a;
+            accO(value_of_slot(c, 1), mi, 0) *= a;
+          }
         }
       }
-
-      // P^T to shared memory as the B operand (N x 64, K-major).
-#pragma unroll
-      for (int i = 0; i < size(accS); ++i) {
-        const int v0 = i % 2, v1 = (i / 2) % 2, j = i / 4;
-        const int m = 16 * warp + lane / 4 + 8 * v1;
-        const int n = 2 * (lane % 4) + v0 + 8 * j;
-        sP(n, m) = static_cast<MmaT>(accS(i));
-      }
-      fence_proxy_async();
-      named_barrier_sync(bar_id, 128);
       ETAP_MARK(8);
 
       // O^T += V^T . P^T
       warpgroup_fence_operand(accO);
-      if constexpr (kFp8) {
+      if constexpr (kSplitDims) {
+        // As below, for this warpgroup's 256 dims: 8 contiguous latent bytes per thread and row.
+        Tensor sP2 = make_tensor(make_smem_ptr(ss.p[it & 1]), typename C::LayoutP2{});
+        Tensor tOrP2 = thr_o.partition_fragment_B(sP2);
+        Tensor tOrV = thr_o.partition_fragment_A(
+            make_tensor(make_smem_ptr(static_cast<MmaT*>(nullptr)), typename C::LayoutVtRegs2{}));
+        const int g = lane / 4, q4 = lane % 4;
+        auto vregs = [&](int mi, int kb) { return reinterpret_cast<uint32_t*>(&tOrV(0, mi, kb)); };
+        const int unit = 16 * wg + 4 * warp + g / 2, half = 8 * (g % 2);
+#pragma unroll
+        for (int kb = 0; kb < kTileKV / 16; ++kb) {
+          uint2 x[4];
+#pragma unroll
+          for (int s = 0; s < 4; ++s)
+            x[s] = lds64(tile + fp8_nope_offset(16 * kb + 2 * q4 + (s & 1) + 8 * (s >> 1), unit) + half);
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            const uint32_t r0 = (&x[0].x)[j], r1 = (&x[1].x)[j], r2 = (&x[2].x)[j], r3 = (&x[3].x)[j];
+            uint32_t* a0 = vregs(2 * j, kb);      // atom 2j: dims 4j, 4j+1
+            uint32_t* a1 = vregs(2 * j + 1, kb);  // atom 2j+1: dims 4j+2, 4j+3
+            e4m3x4_to_f16x4(prmt(r0, r1, 0x5140), a0[0], a0[1]);
+            e4m3x4_to_f16x4(prmt(r2, r3, 0x5140), a0[2], a0[3]);
+            e4m3x4_to_f16x4(prmt(r0, r1, 0x7362), a1[0], a1[1]);
+            e4m3x4_to_f16x4(prmt(r2, r3, 0x7362), a1[2], a1[3]);
+          }
+          warpgroup_fence_operand(tOrV);
+          warpgroup_arrive();
+          cute::gemm(mma_o, tOrV(_, _, kb), tOrP2(_, _, kb), accO);
+          warpgroup_commit_batch();
+        }
+        warpgroup_wait<0>();
+      } else if constexpr (kFp8) {
         // Per 16-row k-block: rows {2q, 2q+1, 2q+8, 2q+9}, this thread's 16 latent bytes of each,
         // transposed 4x4 in registers into (dim, 2 KV rows) pairs and converted to fp16.
         Tensor tOrV = thr_o.partition_fragment_A(
@@ -720,7 +819,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       }
     }
 
-    if (p.kv_split) {
+    if (!kSplitDims && p.kv_split) {
       // Merge the two warpgroups' (m, l, O) for the same rows. Each Q buffer is free now (its
       // warpgroup's WGMMAs are done): its tail holds that warpgroup's (m, l), and warpgroup 1's
       // rescaled O passes to warpgroup 0 through its Q buffer in two halves, fragment by fragment.
@@ -779,7 +878,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       }
       if (wg == 1) {  // warpgroup 0 writes the merged rows
         ETAP_MARK(10);
-        mbar_arrive(&ss.q_empty);
+        if constexpr (!kFp8) mbar_arrive(&ss.q_empty);
         ++piece_idx;
         return;
       }
@@ -797,32 +896,56 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     auto row_valid = [&](int n) {
       return wg_row0 + n < p.rows_per_group && row0 + n < p.rows;
     };
+    // The same for the O^T columns, and their normalisation: with the dims split the columns
+    // are all the CTA's rows, whose sums the two warpgroups exchange.
+    const int o_grow0 = group * p.rows_per_group + o_row0;
+    auto o_row_valid = [&](int n) {
+      return o_row0 + n < p.rows_per_group && o_grow0 + n < p.rows;
+    };
+    float inv_o[kOCols];
+    if constexpr (kSplitDims) {
+      if (warp == 0 && lane < 4) {
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) ss.row_x[2][wg * N + col_of(c)] = l_run[c];
+      }
+      named_barrier_sync(kBarConsumers, 256);
+#pragma unroll
+      for (int c = 0; c < kOCols; ++c) {
+        const float l = ss.row_x[2][col_of(c)];
+        inv_o[c] = l > 0.f ? kv_scale / l : 0.f;
+      }
+    } else {
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) inv_o[c] = inv_l[c];
+    }
 
     if (pc.slot == -1) {
       // Whole sequence in this piece: normalise, stage [N][512] in this warpgroup's Q buffer,
       // then write 16-byte vectors of out.
-      T* stage_buf = ss.q[wg];
+      // (Dims split: [2N][256 + 8] of this warpgroup's dims.)
+      T* stage_buf = reinterpret_cast<T*>(ss.q[wg]);
+      constexpr int kPitch = kSplitDims ? C::kStagePitch2 : C::kStagePitch;
+      const int d0 = kSplitDims ? wg * kOM : 0;  // first latent dim of this warpgroup's O^T
 #pragma unroll
       for (int mi = 0; mi < size<1>(accO); ++mi) {
 #pragma unroll
         for (int v = 0; v < size<0>(accO); ++v) {
           const int c = slot_of_value(v);
           const int n = col_of(c);
-          const int d = dv_of(mi, v);
-          stage_buf[n * C::kStagePitch + d] = static_cast<T>(accO(v, mi, 0) * inv_l[c]);
+          const int d = dv_of(mi, v) - d0;
+          stage_buf[n * kPitch + d] = static_cast<T>(accO(v, mi, 0) * inv_o[c]);
         }
       }
       named_barrier_sync(bar_id, 128);
       T* out = static_cast<T*>(p.out);
-      for (int idx = tid; idx < N * (kDimV / 8); idx += 128) {
-        const int n = idx / (kDimV / 8), chunk = idx % (kDimV / 8);
-        if (!row_valid(n)) continue;
-        const int grow = row0 + n;
+      for (int idx = tid; idx < kON * (kOM / 8); idx += 128) {
+        const int n = idx / (kOM / 8), chunk = idx % (kOM / 8);
+        if (!o_row_valid(n)) continue;
+        const int grow = o_grow0 + n;
         const int tok = grow / p.h_q, head = grow % p.h_q;
         T* dst = out + pc.batch * p.out_stride[0] + tok * p.out_stride[1] + head * p.out_stride[2] +
-                 chunk * 8;
-        *reinterpret_cast<uint4*>(dst) =
-            *reinterpret_cast<const uint4*>(stage_buf + n * C::kStagePitch + chunk * 8);
+                 d0 + chunk * 8;
+        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(stage_buf + n * kPitch + chunk * 8);
       }
       if (warp == 0 && lane < 4) {
 #pragma unroll
@@ -839,7 +962,20 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     } else if (pc.slot >= 0) {
       // Partial piece: fp32 partial output and log2-domain lse for the combine kernel.
       const int64_t block = (int64_t(pc.slot) * p.num_groups + group) * kRowsPerCta;
-      if constexpr (kFp8) {
+      if constexpr (kSplitDims) {
+        // 8 contiguous dims per thread and column (dv_of_fp8_half): two 16-byte stores.
+#pragma unroll
+        for (int c = 0; c < kOCols; ++c) {
+          const int n = col_of(c);
+          if (!o_row_valid(n)) continue;
+          float* dst = p.o_accum + (block + n) * kDimV + dv_of_fp8_half(wg, warp, lane / 4, 0, 0);
+          auto val = [&](int mi, int h) { return accO(value_of_slot(c, h), mi, 0) * inv_o[c]; };
+#pragma unroll
+          for (int q = 0; q < 2; ++q)
+            *reinterpret_cast<float4*>(dst + 4 * q) =
+                make_float4(val(2 * q, 0), val(2 * q, 1), val(2 * q + 1, 0), val(2 * q + 1, 1));
+        }
+      } else if constexpr (kFp8) {
         // Each thread holds 16 contiguous dims (16 * (lane / 4) + 128 * warp) of its columns:
         // four 16-byte stores per column instead of sixteen scalar ones.
 #pragma unroll
@@ -875,7 +1011,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       }
     }
     ETAP_MARK(10);
-    mbar_arrive(&ss.q_empty);
+    if constexpr (!kFp8) mbar_arrive(&ss.q_empty);
     ++piece_idx;
   });
   ETAP_CTA_SPAN_END(tid, wg, it);  // before the dump: CTA (0, 0)'s printf of its marks takes ms
@@ -911,7 +1047,13 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
     producer<T, N, kFp8>(p, ss, part, group);
   } else {
     cutlass::arch::warpgroup_reg_alloc<232>();
-    consumer<T, N, kFp8>(p, ss, part, group, wg - 1);
+    if constexpr (!kFp8) {
+      consumer<T, N, kFp8, false>(p, ss, part, group, wg - 1);
+    } else if (!p.kv_split) {
+      consumer<T, N, kFp8, true>(p, ss, part, group, wg - 1);
+    } else if constexpr (N <= 16) {
+      consumer<T, N, kFp8, false>(p, ss, part, group, wg - 1);
+    }
   }
 #endif
 }

@@ -41,6 +41,20 @@ __device__ __forceinline__ int dv_of_fp8(int warp, int g, int mi, int h) {
   return 128 * warp + 16 * g + 2 * mi + h;
 }
 
+// The same with the dims split over the warpgroups (consumer kSplitDims): 8 contiguous dims per
+// thread, in warpgroup wg's half of the 512.
+__device__ __forceinline__ int dv_of_fp8_half(int wg, int warp, int g, int mi, int h) {
+  return 256 * wg + 64 * warp + 8 * g + 2 * mi + h;
+}
+
+__device__ __forceinline__ uint2 lds64(const void* smem) {
+  uint2 v;
+  asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n"
+               : "=r"(v.x), "=r"(v.y)
+               : "r"(static_cast<uint32_t>(__cvta_generic_to_shared(smem))));
+  return v;
+}
+
 __device__ __forceinline__ uint4 lds128(const void* smem) {
   uint4 v;
   asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
