@@ -21,6 +21,7 @@ from etap_kernels.reference import mla_decode_reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from baselines import load_flashmla_fp8  # noqa: E402
+from reliability import fp8_lse_bound  # noqa: E402
 from test_decode_gpu import _build, _check_lse, _lengths, _rel_err  # noqa: E402
 
 pytestmark = pytest.mark.gpu
@@ -87,8 +88,14 @@ def test_fp8_decode_matches_reference(case, seed):
     assert out.dtype == torch.bfloat16
     assert not torch.isnan(out).any(), "unwritten or NaN output elements"
     err = _rel_err(out, ref_out)
-    # Q enters the e4m3 WGMMA as hi + lo e4m3 parts: 7 significant bits, one fewer than bf16.
-    _check_lse(lse, ref_lse, tol=5e-3)
+    # Q enters the e4m3 WGMMA as hi + lo e4m3 parts: 7 significant bits, one fewer than bf16. The
+    # lse may differ by that rounding's score error: reliability.py's 6-sigma bound per row (a
+    # fixed 5e-3 was met by 0.005013 at h_q 64, s_q 2 on 2026-11-30: a tolerance, not a bug).
+    bound = fp8_lse_bound(dict(q=q_ref.double() * q_scale, ckv=ckv, kpe=kpe), dict(kv_scale=kv_scale))
+    _check_lse(lse, ref_lse, tol=float("inf"))  # finiteness and -inf rows
+    finite = torch.isfinite(ref_lse)
+    excess = ((lse.double() - ref_lse).abs() - bound.to(ref_lse.device))[finite]
+    assert excess.numel() == 0 or excess.max().item() < 0, f"lse beyond the q-rounding bound by {excess.max().item():.3e}"
 
     fm_err = None
     flashmla = load_flashmla_fp8()
