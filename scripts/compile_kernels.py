@@ -24,7 +24,7 @@ import _build  # noqa: E402  (standalone: the package itself needs torch)
 # than this, fails the check. e4m3 N = 16 holds both FP8 consumers (KV split, whose V^T
 # fragments fill the registers, and the dims split); N = 32 holds one value over. Their spills are
 # outside the tile loop or one word per tile (NOTES.md, FP8).
-KNOWN_SPILL_BYTES = {"decode_e4m3_n16.cu": 64, "decode_e4m3_n32.cu": 8}
+KNOWN_SPILL_BYTES = {"decode_e4m3_n16.cu": 28, "decode_e4m3_n32.cu": 8}
 
 
 def spill_bytes(log: str) -> int:

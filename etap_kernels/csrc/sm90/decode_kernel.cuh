@@ -554,23 +554,26 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         Tensor tBn = thr_s8.partition_fragment_B(sQ8n);
         Tensor tBr = thr_s8.partition_fragment_B(sQ8r);
         using Acc8 = decltype(partition_fragment_C(mma_s8, Shape<Int<kTileKV>, Int<2 * N>>{}));
-        Acc8 acc8[C::kSChains];
+        // The dims split keeps at most 2 chains (18 e4m3 k-steps, 9 deep: bf16's 36 in 4 chains),
+        // which saves the adds of the other two; the KV split keeps the count it was measured with.
+        constexpr int kChains8 = kSplitDims && C::kSChains > 2 ? 2 : C::kSChains;
+        Acc8 acc8[kChains8];
 #pragma unroll
-        for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(acc8[ch]);
+        for (int ch = 0; ch < kChains8; ++ch) warpgroup_fence_operand(acc8[ch]);
         warpgroup_arrive();
 #pragma unroll
         for (int k = 0; k < size<2>(tAn) + size<2>(tAr); ++k) {
-          mma_s8.accumulate_ = k < C::kSChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+          mma_s8.accumulate_ = k < kChains8 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
           if (k < size<2>(tAn))
-            cute::gemm(mma_s8, tAn(_, _, k), tBn(_, _, k), acc8[k % C::kSChains]);
+            cute::gemm(mma_s8, tAn(_, _, k), tBn(_, _, k), acc8[k % kChains8]);
           else
-            cute::gemm(mma_s8, tAr(_, _, k - size<2>(tAn)), tBr(_, _, k - size<2>(tAn)), acc8[k % C::kSChains]);
+            cute::gemm(mma_s8, tAr(_, _, k - size<2>(tAn)), tBr(_, _, k - size<2>(tAn)), acc8[k % kChains8]);
         }
         warpgroup_commit_batch();
         warpgroup_wait<0>();
         ETAP_MARK(6);
 #pragma unroll
-        for (int ch = 0; ch < C::kSChains; ++ch) warpgroup_fence_operand(acc8[ch]);
+        for (int ch = 0; ch < kChains8; ++ch) warpgroup_fence_operand(acc8[ch]);
         // Column n of the hi half and column n + N of the lo half sit in the same thread, N / 2
         // fragment values apart.
 #pragma unroll
@@ -578,7 +581,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           const int c = slot_of_value(i);
           float hi = 0.f, lo = 0.f;
 #pragma unroll
-          for (int ch = 0; ch < C::kSChains; ++ch) {
+          for (int ch = 0; ch < kChains8; ++ch) {
             hi += acc8[ch](i);
             lo += acc8[ch](i + N / 2);
           }
@@ -706,13 +709,22 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         }
         fence_proxy_async();
         named_barrier_sync(kBarConsumers, 256);
+        // Once the running maxima settle, every factor is 1: skip the rescale then (warp-uniform).
+        float a[kOCols];
+        bool rescale = false;
 #pragma unroll
         for (int c = 0; c < kOCols; ++c) {
-          const float a = ss.row_x[it & 1][col_of(c)];
+          a[c] = ss.row_x[it & 1][col_of(c)];
+          rescale |= a[c] != 1.f;
+        }
+        if (__any_sync(0xffffffff, rescale)) {
 #pragma unroll
-          for (int mi = 0; mi < size<1>(accO); ++mi) {
-            accO(value_of_slot(c, 0), mi, 0) *= a;
-            accO(value_of_slot(c, 1), mi, 0) *= a;
+          for (int c = 0; c < kOCols; ++c) {
+#pragma unroll
+            for (int mi = 0; mi < size<1>(accO); ++mi) {
+              accO(value_of_slot(c, 0), mi, 0) *= a[c];
+              accO(value_of_slot(c, 1), mi, 0) *= a[c];
+            }
           }
         }
       }
@@ -729,12 +741,23 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         const int g = lane / 4, q4 = lane % 4;
         auto vregs = [&](int mi, int kb) { return reinterpret_cast<uint32_t*>(&tOrV(0, mi, kb)); };
         const int unit = 16 * wg + 4 * warp + g / 2, half = 8 * (g % 2);
-#pragma unroll
-        for (int kb = 0; kb < kTileKV / 16; ++kb) {
-          uint2 x[4];
+        // The shared loads of every k-block first where registers allow (N <= 16): a k-block's
+        // loads cannot move above the previous k-block's WGMMA issue by themselves.
+        constexpr bool kLoadsFirst = N <= 16;
+        uint2 xs[kTileKV / 16][4];
+        auto load_kb = [&](int kb) {
 #pragma unroll
           for (int s = 0; s < 4; ++s)
-            x[s] = lds64(tile + fp8_nope_offset(16 * kb + 2 * q4 + (s & 1) + 8 * (s >> 1), unit) + half);
+            xs[kb][s] = lds64(tile + fp8_nope_offset(16 * kb + 2 * q4 + (s & 1) + 8 * (s >> 1), unit) + half);
+        };
+        if constexpr (kLoadsFirst) {
+#pragma unroll
+          for (int kb = 0; kb < kTileKV / 16; ++kb) load_kb(kb);
+        }
+#pragma unroll
+        for (int kb = 0; kb < kTileKV / 16; ++kb) {
+          if constexpr (!kLoadsFirst) load_kb(kb);
+          const uint2* x = xs[kb];
 #pragma unroll
           for (int j = 0; j < 2; ++j) {
             const uint32_t r0 = (&x[0].x)[j], r1 = (&x[1].x)[j], r2 = (&x[2].x)[j], r3 = (&x[3].x)[j];
