@@ -364,6 +364,42 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
   ETAP_TRACE_DUMP(0);
 }
 
+// a if kFirst, else b (a compile-time choice between two register arrays)
+template <bool kFirst, class A, class B>
+__device__ __forceinline__ std::conditional_t<kFirst, A&, B&> pick(A& a, B& b) {
+  if constexpr (kFirst) return a;
+  else return b;
+}
+
+// FP8 S^T of one tile: e4m3 WGMMAs of K8 (the tile) against q8 = [Qhi; Qlo] (2N rows),
+// interleaved over the kChains accumulators; issued and committed as one group, not waited for.
+template <class C, int N, class Acc, int kChains>
+__device__ __forceinline__ void issue_scores_fp8(Acc (&acc)[kChains], uint8_t* tile, uint8_t* q8) {
+  using Fp8 = typename C::Fp8;
+  typename C::MmaS8 mma;
+  auto thr = mma.get_thread_slice(threadIdx.x % 128);
+  Tensor sKn = make_tensor(make_smem_ptr(reinterpret_cast<Fp8*>(tile)), typename C::LayoutK8Nope{});
+  Tensor sKr = make_tensor(make_smem_ptr(reinterpret_cast<Fp8*>(tile + kFp8RopeOffset)), typename C::LayoutK8Rope{});
+  Tensor sQ8n = make_tensor(make_smem_ptr(reinterpret_cast<Fp8*>(q8)), typename C::LayoutQ8Nope{});
+  Tensor sQ8r = make_tensor(make_smem_ptr(reinterpret_cast<Fp8*>(q8 + 2 * N * kDimV)), typename C::LayoutQ8Rope{});
+  Tensor tAn = thr.partition_fragment_A(sKn);
+  Tensor tAr = thr.partition_fragment_A(sKr);
+  Tensor tBn = thr.partition_fragment_B(sQ8n);
+  Tensor tBr = thr.partition_fragment_B(sQ8r);
+#pragma unroll
+  for (int ch = 0; ch < kChains; ++ch) warpgroup_fence_operand(acc[ch]);
+  warpgroup_arrive();
+#pragma unroll
+  for (int k = 0; k < size<2>(tAn) + size<2>(tAr); ++k) {
+    mma.accumulate_ = k < kChains ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+    if (k < size<2>(tAn))
+      cute::gemm(mma, tAn(_, _, k), tBn(_, _, k), acc[k % kChains]);
+    else
+      cute::gemm(mma, tAr(_, _, k - size<2>(tAn)), tBr(_, _, k - size<2>(tAn)), acc[k % kChains]);
+  }
+  warpgroup_commit_batch();
+}
+
 // kSplitDims (FP8, rows split over the warpgroups only): O^T covers all 2N rows of the CTA and
 // this warpgroup's 256 latent dims; otherwise its own N rows (or all of them, KV split) and all
 // 512 dims.
@@ -417,6 +453,17 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   // scaled by the cache scale (V = the latent part of K).
   const float kv_scale = kFp8 && p.kv_scale ? *p.kv_scale : 1.f;
   const float s_mul = kFp8 ? 1.f : p.scale_log2;
+
+  // FP8: S^T = K8 . [Qhi | Qlo]^T as e4m3 WGMMAs into kChains8 interleaved accumulators. The
+  // dims split keeps at most 2 chains (18 e4m3 k-steps, 9 deep: bf16's 36 in 4 chains), which
+  // saves the adds of the other two; the KV split keeps the count it was measured with. With
+  // kPipeS (dims split, N <= 16: registers allow) the next tile's S^T is issued before this
+  // tile's V^T conversion and O^T, so the tensor cores run it while the ALUs convert.
+  constexpr int kChains8 = kSplitDims && C::kSChains > 2 ? 2 : C::kSChains;
+  constexpr bool kPipeS = kSplitDims && N <= 16;
+  using MmaS8 = std::conditional_t<kFp8, typename C::MmaS8, typename C::MmaS>;  // (16-bit: unused)
+  using Acc8 = decltype(partition_fragment_C(MmaS8{}, Shape<Int<kTileKV>, Int<kFp8 ? 2 * N : N>>{}));
+  Acc8 acc8[kPipeS ? kChains8 : 1];
 
   int it = 0, piece_idx = 0, red_parity = 0;
   ETAP_TRACE_INIT(tid);
@@ -540,40 +587,16 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
 
       // S^T = K . Q^T
       if constexpr (kFp8) {
-        typename C::MmaS8 mma_s8;
-        auto thr_s8 = mma_s8.get_thread_slice(tid);
-        Tensor sKn = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(tile)), typename C::LayoutK8Nope{});
-        Tensor sKr = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(tile + kFp8RopeOffset)),
-                                 typename C::LayoutK8Rope{});
-        Tensor sQ8n = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(ss.q[wg])),
-                                  typename C::LayoutQ8Nope{});
-        Tensor sQ8r = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(ss.q[wg] + 2 * N * kDimV)),
-                                  typename C::LayoutQ8Rope{});
-        Tensor tAn = thr_s8.partition_fragment_A(sKn);
-        Tensor tAr = thr_s8.partition_fragment_A(sKr);
-        Tensor tBn = thr_s8.partition_fragment_B(sQ8n);
-        Tensor tBr = thr_s8.partition_fragment_B(sQ8r);
-        using Acc8 = decltype(partition_fragment_C(mma_s8, Shape<Int<kTileKV>, Int<2 * N>>{}));
-        // The dims split keeps at most 2 chains (18 e4m3 k-steps, 9 deep: bf16's 36 in 4 chains),
-        // which saves the adds of the other two; the KV split keeps the count it was measured with.
-        constexpr int kChains8 = kSplitDims && C::kSChains > 2 ? 2 : C::kSChains;
-        Acc8 acc8[kChains8];
-#pragma unroll
-        for (int ch = 0; ch < kChains8; ++ch) warpgroup_fence_operand(acc8[ch]);
-        warpgroup_arrive();
-#pragma unroll
-        for (int k = 0; k < size<2>(tAn) + size<2>(tAr); ++k) {
-          mma_s8.accumulate_ = k < kChains8 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-          if (k < size<2>(tAn))
-            cute::gemm(mma_s8, tAn(_, _, k), tBn(_, _, k), acc8[k % kChains8]);
-          else
-            cute::gemm(mma_s8, tAr(_, _, k - size<2>(tAn)), tBr(_, _, k - size<2>(tAn)), acc8[k % kChains8]);
-        }
-        warpgroup_commit_batch();
+        // kPipeS: issued during the previous tile into acc8, which lives across tiles. Otherwise
+        // a fresh array per tile: the WGMMAs' accumulator operands would keep the previous
+        // tile's values live through the whole loop.
+        Acc8 acc_tile[kPipeS ? 1 : kChains8];
+        auto& acc = pick<kPipeS>(acc8, acc_tile);
+        if (!kPipeS || t == pc.tile_begin) issue_scores_fp8<C, N>(acc, tile, ss.q[wg]);
         warpgroup_wait<0>();
         ETAP_MARK(6);
 #pragma unroll
-        for (int ch = 0; ch < kChains8; ++ch) warpgroup_fence_operand(acc8[ch]);
+        for (int ch = 0; ch < kChains8; ++ch) warpgroup_fence_operand(acc[ch]);
         // Column n of the hi half and column n + N of the lo half sit in the same thread, N / 2
         // fragment values apart.
 #pragma unroll
@@ -582,8 +605,8 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           float hi = 0.f, lo = 0.f;
 #pragma unroll
           for (int ch = 0; ch < kChains8; ++ch) {
-            hi += acc8[ch](i);
-            lo += acc8[ch](i + N / 2);
+            hi += acc[ch](i);
+            lo += acc[ch](i + N / 2);
           }
           accS(i) = fmaf(lo, 1.f / 16.f, hi) * mul_hi[c];
         }
@@ -727,6 +750,16 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
             }
           }
         }
+        if constexpr (kPipeS) {
+          // The next tile's S^T ahead of this tile's O^T (acc8 was read above). WGMMA groups
+          // complete in order, so the wait after O^T covers it too.
+          if (t + 1 < pc.tile_end) {
+            const int next = (it + 1) % kStages;
+            mbar_wait(&ss.full[next], ((it + 1) / kStages) & 1);
+            fence_proxy_async();
+            issue_scores_fp8<C, N>(acc8, ss.kv[next], ss.q[wg]);
+          }
+        }
       }
       ETAP_MARK(8);
 
@@ -743,7 +776,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         const int unit = 16 * wg + 4 * warp + g / 2, half = 8 * (g % 2);
         // The shared loads of every k-block first where registers allow (N <= 16): a k-block's
         // loads cannot move above the previous k-block's WGMMA issue by themselves.
-        constexpr bool kLoadsFirst = N <= 16;
+        constexpr bool kLoadsFirst = N <= 16 && !kPipeS;  // (kPipeS holds the next S^T instead)
         uint2 xs[kTileKV / 16][4];
         auto load_kb = [&](int kb) {
 #pragma unroll
@@ -1041,7 +1074,8 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   ETAP_TRACE_DUMP(1 + wg);
 }
 
-template <class T, int N, bool kFp8>
+// One kernel per consumer form (FP8: KV split or dims split), so each gets its own registers.
+template <class T, int N, bool kFp8, bool kSplitDims>
 __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_constant__ DecodeParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   constexpr int kStages = Config<T, N, kFp8>::kStages;
@@ -1070,27 +1104,34 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
     producer<T, N, kFp8>(p, ss, part, group);
   } else {
     cutlass::arch::warpgroup_reg_alloc<232>();
-    if constexpr (!kFp8) {
-      consumer<T, N, kFp8, false>(p, ss, part, group, wg - 1);
-    } else if (!p.kv_split) {
-      consumer<T, N, kFp8, true>(p, ss, part, group, wg - 1);
-    } else if constexpr (N <= 16) {
-      consumer<T, N, kFp8, false>(p, ss, part, group, wg - 1);
-    }
+    consumer<T, N, kFp8, kSplitDims>(p, ss, part, group, wg - 1);
   }
 #endif
 }
 
-template <class T, int N, bool kFp8>
-int launch_decode_impl(const DecodeParams& p, void* stream) {
+template <class T, int N, bool kFp8, bool kSplitDims>
+int launch_decode_form(const DecodeParams& p, void* stream) {
   constexpr int smem = sizeof(SharedStorage<T, N, kFp8>);
   static_assert(smem <= 232448, "exceeds the 227 KB of shared memory a Hopper CTA can opt into");
-  auto kernel = decode_kernel<T, N, kFp8>;
+  auto kernel = decode_kernel<T, N, kFp8, kSplitDims>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return int(err);
   dim3 grid(p.num_parts, p.num_groups);
   kernel<<<grid, kThreads, smem, static_cast<cudaStream_t>(stream)>>>(p);
   return int(cudaGetLastError());
+}
+
+// FP8: rows split over the warpgroups runs the dims split; KV split (all rows in each warpgroup)
+// only up to N = 16 (bindings.cpp refuses more).
+template <class T, int N, bool kFp8>
+int launch_decode_impl(const DecodeParams& p, void* stream) {
+  if constexpr (!kFp8) {
+    return launch_decode_form<T, N, false, false>(p, stream);
+  } else {
+    if (!p.kv_split) return launch_decode_form<T, N, true, true>(p, stream);
+    if constexpr (N <= 16) return launch_decode_form<T, N, true, false>(p, stream);
+    return int(cudaErrorInvalidValue);
+  }
 }
 
 }  // namespace etap::sm90
