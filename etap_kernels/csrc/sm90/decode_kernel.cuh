@@ -460,7 +460,11 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   // kPipeS (dims split, N <= 16: registers allow) the next tile's S^T is issued before this
   // tile's V^T conversion and O^T, so the tensor cores run it while the ALUs convert.
   constexpr int kChains8 = kSplitDims && C::kSChains > 2 ? 2 : C::kSChains;
+#ifdef ETAP_EXP_FP8_PIPE_S  // measured slower (h_q 32: +8%, NOTES.md), kept as an experiment
   constexpr bool kPipeS = kSplitDims && N <= 16;
+#else
+  constexpr bool kPipeS = false;
+#endif
   using MmaS8 = std::conditional_t<kFp8, typename C::MmaS8, typename C::MmaS>;  // (16-bit: unused)
   using Acc8 = decltype(partition_fragment_C(MmaS8{}, Shape<Int<kTileKV>, Int<kFp8 ? 2 * N : N>>{}));
   Acc8 acc8[kPipeS ? kChains8 : 1];
