@@ -8,11 +8,12 @@ a block table or by FlashInfer-style page indices.
 Every entry validates its inputs and raises ``TypeError``/``ValueError`` naming the argument.
 ``lse`` is returned in natural-log units (FlashMLA's convention), shape ``[b, h_q, s_q]``.
 
-FP8 KV cache: a ``torch.float8_e4m3fn`` cache (with a per-tensor ``kv_scale``) is read as such and
-dequantised in registers; queries stay bf16 (more accurate than FP8 queries at the same speed:
-the kernel is bound by cache bytes). Queries are rounded to fp16 after the softmax and cache scales
-are folded in, P is fp16, accumulation fp32. FlashMLA's FP8 entry (e4m3 ``q`` with ``descale_q``)
-is accepted by ``flash_mla_with_kvcache``; such ``q`` is widened to bf16 exactly.
+FP8 KV cache: a ``torch.float8_e4m3fn`` cache (with a per-tensor ``kv_scale``) is read as such.
+Scores are e4m3 WGMMAs against each bf16 query row split into two e4m3 parts (hi + lo / 16, a
+per-row scale: about 7 significant bits, more than an e4m3 query's 4); V is converted to fp16 in
+registers for the output GEMM; P is fp16, accumulation fp32. FlashMLA's FP8 entry (e4m3 ``q``
+with ``descale_q``) is accepted by ``flash_mla_with_kvcache``; such ``q`` is widened to bf16
+exactly.
 """
 
 from __future__ import annotations
