@@ -796,15 +796,8 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           if constexpr (!kLoadsFirst) load_kb(kb);
           const uint2* x = xs[kb];
 #pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            const uint32_t r0 = (&x[0].x)[j], r1 = (&x[1].x)[j], r2 = (&x[2].x)[j], r3 = (&x[3].x)[j];
-            uint32_t* a0 = vregs(2 * j, kb);      // atom 2j: dims 4j, 4j+1
-            uint32_t* a1 = vregs(2 * j + 1, kb);  // atom 2j+1: dims 4j+2, 4j+3
-            e4m3x4_to_f16x4(prmt(r0, r1, 0x5140), a0[0], a0[1]);
-            e4m3x4_to_f16x4(prmt(r2, r3, 0x5140), a0[2], a0[3]);
-            e4m3x4_to_f16x4(prmt(r0, r1, 0x7362), a1[0], a1[1]);
-            e4m3x4_to_f16x4(prmt(r2, r3, 0x7362), a1[2], a1[3]);
-          }
+          for (int j = 0; j < 2; ++j)  // atoms 2j, 2j+1: dims 4j..4j+3
+            vt_word_to_f16(&x[0].x, &x[1].x, &x[2].x, &x[3].x, j, vregs(2 * j, kb), vregs(2 * j + 1, kb));
           warpgroup_fence_operand(tOrV);
           warpgroup_arrive();
           cute::gemm(mma_o, tOrV(_, _, kb), tOrP2(_, _, kb), accO);
@@ -826,15 +819,8 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           for (int s = 0; s < 4; ++s)
             x[s] = lds128(tile + fp8_nope_offset(16 * kb + 2 * q4 + (s & 1) + 8 * (s >> 1), 8 * warp + g));
 #pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const uint32_t r0 = (&x[0].x)[j], r1 = (&x[1].x)[j], r2 = (&x[2].x)[j], r3 = (&x[3].x)[j];
-            uint32_t* a0 = vregs(2 * j, kb);      // atom 2j: dims 4j, 4j+1
-            uint32_t* a1 = vregs(2 * j + 1, kb);  // atom 2j+1: dims 4j+2, 4j+3
-            e4m3x4_to_f16x4(prmt(r0, r1, 0x5140), a0[0], a0[1]);
-            e4m3x4_to_f16x4(prmt(r2, r3, 0x5140), a0[2], a0[3]);
-            e4m3x4_to_f16x4(prmt(r0, r1, 0x7362), a1[0], a1[1]);
-            e4m3x4_to_f16x4(prmt(r2, r3, 0x7362), a1[2], a1[3]);
-          }
+          for (int j = 0; j < 4; ++j)  // atoms 2j, 2j+1: dims 4j..4j+3
+            vt_word_to_f16(&x[0].x, &x[1].x, &x[2].x, &x[3].x, j, vregs(2 * j, kb), vregs(2 * j + 1, kb));
           warpgroup_fence_operand(tOrV);
           warpgroup_arrive();
           cute::gemm(mma_o, tOrV(_, _, kb), tOrP(_, _, kb), accO);

@@ -13,6 +13,8 @@
 // warp's 128, loads them for 4 KV rows per k-block, transposes 4x4 byte blocks in registers and
 // converts e4m3 -> fp16 (exact); accumulator row g + 8h of atom mi then holds latent dim
 // 128*warp + 16*g + 2*mi + h (dv_of_fp8), undone when the output is written. P is fp16.
+// With the dims split (rows split over the warpgroups) each warpgroup converts only its 256
+// dims, 8 contiguous bytes per thread and row (dv_of_fp8_half).
 #pragma once
 #include <cuda_fp16.h>
 
@@ -75,6 +77,19 @@ __device__ __forceinline__ void e4m3x4_to_f16x4(uint32_t x, uint32_t& lo, uint32
       " cvt.rn.f16x2.e4m3x2 %0, l;\n cvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
       : "=r"(lo), "=r"(hi)
       : "r"(x));
+}
+
+// V^T A-fragment registers from word j (latent dims 4j..4j+3) of the four KV rows
+// {2q, 2q+1, 2q+8, 2q+9} a thread holds (rows = the words of those rows): a 4x4 byte
+// transpose into (dim, two KV rows) pairs, converted to fp16. Atom a0 gets dims 4j, 4j+1 (its
+// rows g, g+8), atom a1 dims 4j+2, 4j+3; each atom's registers are [k 2q..2q+1 | k 2q+8..2q+9].
+__device__ __forceinline__ void vt_word_to_f16(const uint32_t* row0, const uint32_t* row1, const uint32_t* row2,
+                                               const uint32_t* row3, int j, uint32_t* a0, uint32_t* a1) {
+  const uint32_t r0 = row0[j], r1 = row1[j], r2 = row2[j], r3 = row3[j];
+  e4m3x4_to_f16x4(prmt(r0, r1, 0x5140), a0[0], a0[1]);
+  e4m3x4_to_f16x4(prmt(r2, r3, 0x5140), a0[2], a0[3]);
+  e4m3x4_to_f16x4(prmt(r0, r1, 0x7362), a1[0], a1[1]);
+  e4m3x4_to_f16x4(prmt(r2, r3, 0x7362), a1[2], a1[3]);
 }
 
 // Four floats -> four e4m3 bytes [d c b a] (round to nearest, saturating to +-448).
