@@ -1088,7 +1088,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
   }
   __syncthreads();
 
-  const int wg = threadIdx.x / 128;
+  const int wg = __shfl_sync(0xffffffff, threadIdx.x / 128, 0);  // warp-uniform to the compiler
   if (wg == 0) {
     cutlass::arch::warpgroup_reg_dealloc<40>();
     producer<T, N, kFp8>(p, ss, part, group);
