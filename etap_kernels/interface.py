@@ -55,9 +55,11 @@ def kv_split_max_rows(fp8: bool, page_size: int = TILE_KV) -> int:
     if value is None:
         return default
     try:
-        return int(value)
+        rows = int(value)
     except ValueError:
         raise ValueError(f"{name} must be an integer (rows), got {value!r}") from None
+    # An e4m3 KV split keeps all of V^T in each warpgroup's registers: 16 rows at most.
+    return min(rows, KV_SPLIT_MAX_ROWS_FP8) if fp8 else rows
 
 
 META_INTS = 8
@@ -106,10 +108,7 @@ def row_grouping(rows: int, fp8: bool = False, page_size: int = TILE_KV) -> Tupl
     """
     groups = num_row_groups(rows, fp8)
     per_group = _cdiv(rows, groups)
-    max_split = kv_split_max_rows(fp8, page_size)
-    if fp8:
-        max_split = min(max_split, 16)
-    if per_group <= max_split:
+    if per_group <= kv_split_max_rows(fp8, page_size):
         per_wg = 8 * _cdiv(per_group, 8)
     else:
         per_wg = 8 * _cdiv(_cdiv(per_group, 2), 8)

@@ -65,7 +65,6 @@ from typing import Iterator, List, Sequence, Tuple
 TILE = 64
 FIXED_COST = 5
 ROWS_PER_CTA = 64
-ROWS_PER_CTA_FP8 = 64  # an e4m3 cache too (its warpgroups split the latent dims of O^T; was 32)
 META_INTS = 8
 
 __all__ = [
@@ -89,10 +88,11 @@ def cdiv(a: int, b: int) -> int:
 
 
 def num_row_groups(rows: int, fp8: bool = False) -> int:
-    """CTAs per part needed for ``rows = s_q * h_q`` query rows (64 rows per CTA)."""
+    """CTAs per part needed for ``rows = s_q * h_q`` query rows (64 rows per CTA; an e4m3 cache
+    too since its warpgroups split O^T's latent dims, so ``fp8`` no longer changes the count)."""
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
-    return cdiv(rows, ROWS_PER_CTA_FP8 if fp8 else ROWS_PER_CTA)
+    return cdiv(rows, ROWS_PER_CTA)
 
 
 def num_sm_parts(num_sms: int, rows: int, fp8: bool = False) -> int:

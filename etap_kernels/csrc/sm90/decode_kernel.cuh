@@ -368,13 +368,6 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
   ETAP_TRACE_DUMP(0);
 }
 
-// a if kFirst, else b (a compile-time choice between two register arrays)
-template <bool kFirst, class A, class B>
-__device__ __forceinline__ std::conditional_t<kFirst, A&, B&> pick(A& a, B& b) {
-  if constexpr (kFirst) return a;
-  else return b;
-}
-
 // FP8 S^T of one tile: e4m3 WGMMAs of K8 (the tile) against q8 = [Qhi; Qlo] (2N rows),
 // interleaved over the kChains accumulators; issued and committed as one group, not waited for.
 template <class C, int N, class Acc, int kChains>
@@ -460,18 +453,8 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
 
   // FP8: S^T = K8 . [Qhi | Qlo]^T as e4m3 WGMMAs into kChains8 interleaved accumulators. The
   // dims split keeps at most 2 chains (18 e4m3 k-steps, 9 deep: bf16's 36 in 4 chains), which
-  // saves the adds of the other two; the KV split keeps the count it was measured with. With
-  // kPipeS (dims split, N <= 16: registers allow) the next tile's S^T is issued before this
-  // tile's V^T conversion and O^T, so the tensor cores run it while the ALUs convert.
+  // saves the adds of the other two; the KV split keeps the count it was measured with.
   constexpr int kChains8 = kSplitDims && C::kSChains > 2 ? 2 : C::kSChains;
-#ifdef ETAP_EXP_FP8_PIPE_S  // measured slower (h_q 32: +8%, NOTES.md), kept as an experiment
-  constexpr bool kPipeS = kSplitDims && N <= 16;
-#else
-  constexpr bool kPipeS = false;
-#endif
-  using MmaS8 = std::conditional_t<kFp8, typename C::MmaS8, typename C::MmaS>;  // (16-bit: unused)
-  using Acc8 = decltype(partition_fragment_C(MmaS8{}, Shape<Int<kTileKV>, Int<kFp8 ? 2 * N : N>>{}));
-  Acc8 acc8[kPipeS ? kChains8 : 1];
 
   int it = 0, piece_idx = 0, red_parity = 0;
   ETAP_TRACE_INIT(tid);
@@ -595,12 +578,11 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
 
       // S^T = K . Q^T
       if constexpr (kFp8) {
-        // kPipeS: issued during the previous tile into acc8, which lives across tiles. Otherwise
-        // a fresh array per tile: the WGMMAs' accumulator operands would keep the previous
-        // tile's values live through the whole loop.
-        Acc8 acc_tile[kPipeS ? 1 : kChains8];
-        auto& acc = pick<kPipeS>(acc8, acc_tile);
-        if (!kPipeS || t == pc.tile_begin) issue_scores_fp8<C, N>(acc, tile, ss.q[wg]);
+        // A fresh array per tile: declared outside the loop, the WGMMAs' accumulator operands
+        // would keep the previous tile's values live through the whole loop (spills).
+        using Acc8 = decltype(partition_fragment_C(typename C::MmaS8{}, Shape<Int<kTileKV>, Int<2 * N>>{}));
+        Acc8 acc[kChains8];
+        issue_scores_fp8<C, N>(acc, tile, ss.q[wg]);
         warpgroup_wait<0>();
         ETAP_MARK(6);
 #pragma unroll
@@ -758,16 +740,6 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
             }
           }
         }
-        if constexpr (kPipeS) {
-          // The next tile's S^T ahead of this tile's O^T (acc8 was read above). WGMMA groups
-          // complete in order, so the wait after O^T covers it too.
-          if (t + 1 < pc.tile_end) {
-            const int next = (it + 1) % kStages;
-            mbar_wait(&ss.full[next], ((it + 1) / kStages) & 1);
-            fence_proxy_async();
-            issue_scores_fp8<C, N>(acc8, ss.kv[next], ss.q[wg]);
-          }
-        }
       }
       ETAP_MARK(8);
 
@@ -784,7 +756,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         const int unit = 16 * wg + 4 * warp + g / 2, half = 8 * (g % 2);
         // The shared loads of every k-block first where registers allow (N <= 16): a k-block's
         // loads cannot move above the previous k-block's WGMMA issue by themselves.
-        constexpr bool kLoadsFirst = N <= 16 && !kPipeS;  // (kPipeS holds the next S^T instead)
+        constexpr bool kLoadsFirst = N <= 16;
         uint2 xs[kTileKV / 16][4];
         auto load_kb = [&](int kb) {
 #pragma unroll
