@@ -23,7 +23,7 @@ import _build  # noqa: E402  (standalone: the package itself needs torch)
 # Known register spills (bytes stored) that are accepted until fixed; any other spill, or more
 # than this, fails the check (the largest of a source's kernels counts). e4m3 N = 16: its KV-split
 # kernel, whose V^T fragments fill the registers; N = 32 (dims split) holds two words over.
-KNOWN_SPILL_BYTES = {"decode_e4m3_n16.cu": 16, "decode_e4m3_n32.cu": 8}
+KNOWN_SPILL_BYTES = {"decode_e4m3_n16.cu": 24, "decode_e4m3_n32.cu": 8}
 
 
 def spill_bytes(log: str) -> int:

@@ -340,19 +340,23 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
 #endif
         }
       } else {
-        // e4m3 keeps one page lookup per 16-byte chunk (36 per row): a row loop made N = 16 spill.
-        constexpr int kRowChunks = kDimQK / 16, kNope = kDimV / 16;
-#pragma unroll 2
-        for (int c = tid; c < kTileKV * kRowChunks; c += 128) {
-          const int r = c / kRowChunks, chunk = c % kRowChunks;
+        // As above for e4m3 rows (512 + 64 bytes): thread (warp w, lane l) copies rows
+        // r = 16 i + 4 w + l / 8 (i = 0..3) and, of each, unit u = l % 8 of each of the four
+        // 128-byte latent chunks, plus rope unit u for u < 4: one page lookup per row.
+        const int u = tid % 8;
+#pragma unroll
+        for (int i = 0; i < kTileKV / 16; ++i) {
+          const int r = 16 * i + 4 * (tid / 32) + (tid % 32) / 8;
           const int page = page_at(r);
+          const bool ok = page >= 0;
           const int slot = slot_of(t * kTileKV + r);
-          const KvT* src = chunk < kNope
-              ? k_nope + page * p.k_nope_page_stride + slot * p.k_nope_row_stride + chunk * 16
-              : k_rope + page * p.k_rope_page_stride + slot * p.k_rope_row_stride + (chunk - kNope) * 16;
-          void* dst = tile + (chunk < kNope ? fp8_nope_offset(r, chunk) : fp8_rope_offset(r, chunk - kNope));
+          const KvT* nope = ok ? k_nope + page * p.k_nope_page_stride + slot * p.k_nope_row_stride : k_nope;
+          const KvT* rope = ok ? k_rope + page * p.k_rope_page_stride + slot * p.k_rope_row_stride : k_nope;
+          uint8_t* dst = tile + fp8_nope_offset(r, u);  // chunk kc's unit u lies kc chunks further
 #ifndef ETAP_EXP_NO_LOAD  // experiment: measure the math alone
-          cp_async_16(dst, page >= 0 ? src : k_nope, page >= 0);
+#pragma unroll
+          for (int kc = 0; kc < kDimV / 128; ++kc) cp_async_16(dst + kc * kFp8ChunkBytes, nope + kc * 128 + u * 16, ok);
+          if (u < kDimRope / 16) cp_async_16(tile + fp8_rope_offset(r, u), rope + u * 16, ok);
 #endif
         }
       }
@@ -1060,7 +1064,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
   }
   __syncthreads();
 
-  const int wg = threadIdx.x / 128;
+  const int wg = __shfl_sync(0xffffffff, threadIdx.x / 128, 0);  // warp-uniform to the compiler
   if (wg == 0) {
     cutlass::arch::warpgroup_reg_dealloc<40>();
     producer<T, N, kFp8>(p, ss, part, group);
