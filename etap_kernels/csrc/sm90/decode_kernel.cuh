@@ -211,7 +211,8 @@ __device__ __forceinline__ int effective_len(const DecodeParams& p, int i) {
   return int(len < cap ? len : (cap < 0 ? 0 : cap));
 }
 
-template <class T, int N, bool kFp8>
+// kQ64: Q as one 64-row operand over both Q buffers (the heads-on-M form), not one per warpgroup.
+template <class T, int N, bool kFp8, bool kQ64 = false>
 __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T, N, kFp8>& ss,
                                          int part, int group) {
   using C = Config<T, N, kFp8>;
@@ -264,8 +265,14 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
                   head * p.q_nope_stride[2] + chunk * 8
             : q_rope + pc.batch * p.q_rope_stride[0] + tok * p.q_rope_stride[1] +
                   head * p.q_rope_stride[2] + (chunk - kNopeChunks) * 8;
-        Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<T*>(ss.q[wg])), typename C::LayoutQ{});
-        cp_async_16(&sQ(r, chunk * 8), valid ? src : q_nope, valid);
+        if constexpr (kQ64) {
+          using LayoutQ64 = decltype(tile_to_shape(typename C::SwAtom{}, Shape<Int<2 * N>, Int<kDimQK>>{}));
+          Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<T*>(ss.q[0])), LayoutQ64{});
+          cp_async_16(&sQ(row, chunk * 8), valid ? src : q_nope, valid);
+        } else {
+          Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<T*>(ss.q[wg])), typename C::LayoutQ{});
+          cp_async_16(&sQ(r, chunk * 8), valid ? src : q_nope, valid);
+        }
       }
       cp_async_arrive_noinc(&ss.q_full);
     };
@@ -1040,9 +1047,15 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   ETAP_TRACE_DUMP(1 + wg);
 }
 
-// One kernel per consumer form (FP8: KV split or dims split), so each gets its own registers.
-template <class T, int N, bool kFp8, bool kSplitDims>
+}  // namespace etap::sm90
+#include "heads_on_m.cuh"
+namespace etap::sm90 {
+
+// One kernel per consumer form (FP8: KV split or dims split; 16-bit: heads on N or on M), so
+// each gets its own registers.
+template <class T, int N, bool kFp8, bool kSplitDims, bool kHeadsOnM = false>
 __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_constant__ DecodeParams p) {
+  static_assert(!kHeadsOnM || (N == 32 && !kFp8 && !kSplitDims), "heads on M: 16-bit, 2 x 32 rows");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   constexpr int kStages = Config<T, N, kFp8>::kStages;
   extern __shared__ __align__(1024) char smem_raw[];
@@ -1072,19 +1085,20 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
   const int wg = kUniformWg ? __shfl_sync(0xffffffff, threadIdx.x / 128, 0) : threadIdx.x / 128;
   if (wg == 0) {
     cutlass::arch::warpgroup_reg_dealloc<40>();
-    producer<T, N, kFp8>(p, ss, part, group);
+    producer<T, N, kFp8, kHeadsOnM>(p, ss, part, group);
   } else {
     cutlass::arch::warpgroup_reg_alloc<232>();
-    consumer<T, N, kFp8, kSplitDims>(p, ss, part, group, wg - 1);
+    if constexpr (kHeadsOnM) consumer_heads_on_m<T>(p, ss, part, group, wg - 1);
+    else consumer<T, N, kFp8, kSplitDims>(p, ss, part, group, wg - 1);
   }
 #endif
 }
 
-template <class T, int N, bool kFp8, bool kSplitDims>
+template <class T, int N, bool kFp8, bool kSplitDims, bool kHeadsOnM = false>
 int launch_decode_form(const DecodeParams& p, void* stream) {
   constexpr int smem = sizeof(SharedStorage<T, N, kFp8>);
   static_assert(smem <= 232448, "exceeds the 227 KB of shared memory a Hopper CTA can opt into");
-  auto kernel = decode_kernel<T, N, kFp8, kSplitDims>;
+  auto kernel = decode_kernel<T, N, kFp8, kSplitDims, kHeadsOnM>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return int(err);
   dim3 grid(p.num_parts, p.num_groups);
@@ -1097,6 +1111,9 @@ int launch_decode_form(const DecodeParams& p, void* stream) {
 template <class T, int N, bool kFp8>
 int launch_decode_impl(const DecodeParams& p, void* stream) {
   if constexpr (!kFp8) {
+    if constexpr (N == 32) {
+      if (p.heads_on_m) return launch_decode_form<T, N, false, false, true>(p, stream);
+    }
     return launch_decode_form<T, N, false, false>(p, stream);
   } else {
     if (!p.kv_split) return launch_decode_form<T, N, true, true>(p, stream);

@@ -1,0 +1,282 @@
+// The heads-on-M consumer: the untransposed form for 16-bit caches with 64 query rows per CTA.
+//
+// Once a CTA holds 64 rows, the transposed tile has no padding to save, and each warpgroup
+// reading the whole KV tile as its A operand costs twice the shared-memory operand bytes
+// (NOTES.md, "h_q >= 64"). Here the 64 rows sit on WGMMA M instead:
+//     S = Q . K^T       (M = 64 rows, N = 64 KV rows, K = 576), by one warpgroup per tile
+//     O += P . V        (M = 64 rows, N = 256 latent dims, K = 64), by both warpgroups, each
+//                       holding one half of the 512 dims of O
+// The warpgroups take the tiles in turn. The tile's owner computes S, the softmax and P, keeps
+// P in registers for its own half of O, and hands P (shared memory), the new running max and
+// the rescale factor to the other warpgroup, which applies the tile to the other half. So the
+// KV tile is read once as S's B operand and once as O's B operand, with no duplicate reads.
+//
+// The producer, the tile layout, the schedule and the split-KV partials are the transposed
+// kernel's (SharedStorage<T, 32, false>: Q holds the CTA's 64 rows across both Q buffers, P's
+// two 32-row buffers are one 64 x 64 tile, `red` holds the hand-off values).
+#pragma once
+
+namespace etap::sm90 {
+
+template <class T>
+struct HeadsOnMConfig {
+  using Base = Config<T, 32, false>;
+  using SwAtom = typename Base::SwAtom;
+  using LayoutQ = decltype(tile_to_shape(SwAtom{}, Shape<Int<kRowsPerCta>, Int<kDimQK>>{}));
+  using LayoutP = decltype(tile_to_shape(SwAtom{}, Shape<Int<kRowsPerCta>, Int<kTileKV>>{}));
+  // One warpgroup's half of V as the MN-major B operand (256 dims x 64 KV rows): the first 256
+  // columns of the tile from a pointer offset by 256 w columns (4 whole swizzle atoms).
+  using LayoutVHalf = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTileKV>, Int<kDimV / 2>>{}));
+  using LayoutVtHalf = decltype(composition(LayoutVHalf{},
+                                            make_layout(Shape<Int<kDimV / 2>, Int<kTileKV>>{}, GenRowMajor{})));
+  static constexpr int kVHalfOffset = kTileKV * kDimV / 2;  // elements from dim 0 to dim 256
+  using MmaS = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<T, T, float, Shape<Int<kRowsPerCta>, Int<kTileKV>, Int<kDimQK>>, GMMA::Major::K,
+                           GMMA::Major::K>()));
+  // The owner's P from registers; the other warpgroup's from shared memory.
+  using MmaORegs = decltype(make_tiled_mma(
+      GMMA::rs_op_selector<T, T, float, Shape<Int<kRowsPerCta>, Int<kDimV / 2>, Int<kTileKV>>, GMMA::Major::K,
+                           GMMA::Major::MN>()));
+  using MmaOSmem = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<T, T, float, Shape<Int<kRowsPerCta>, Int<kDimV / 2>, Int<kTileKV>>, GMMA::Major::K,
+                           GMMA::Major::MN>()));
+  static_assert(cosize_v<LayoutQ> * sizeof(T) == sizeof(SharedStorage<T, 32, false>::q), "Q fills both buffers");
+  static_assert(cosize_v<LayoutP> * sizeof(T) == sizeof(SharedStorage<T, 32, false>::p), "P fills both buffers");
+};
+
+template <class T>
+__device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, SharedStorage<T, 32, false>& ss,
+                                                    int part, int group, int wg) {
+  using C = HeadsOnMConfig<T>;
+  constexpr int kStages = C::Base::kStages;
+  const int tid = threadIdx.x % 128;
+  const int lane = tid % 32, warp = tid / 32;
+  // Accumulator element (v0, h, j) of a 64 x N atom sits at row 16 warp + lane / 4 + 8 h and
+  // column 2 (lane % 4) + v0 + 8 j: each thread holds two rows, each row sits in one lane quad.
+  const int row_base = 16 * warp + lane / 4;
+  auto row_of = [&](int h) { return row_base + 8 * h; };
+
+  typename C::MmaS mma_s;
+  typename C::MmaORegs mma_or;
+  typename C::MmaOSmem mma_os;
+  auto thr_s = mma_s.get_thread_slice(tid);
+  auto thr_or = mma_or.get_thread_slice(tid);
+  auto thr_os = mma_os.get_thread_slice(tid);
+
+  Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<T*>(ss.q[0])), typename C::LayoutQ{});
+  Tensor sP = make_tensor(make_smem_ptr(reinterpret_cast<T*>(ss.p[0])), typename C::LayoutP{});
+  Tensor tSrQ = thr_s.partition_fragment_A(sQ);
+  Tensor tOrPs = thr_os.partition_fragment_A(sP);
+  // P as register A fragments ((2,2,2), 1, 4): value i + 8 kb is accumulator value i + 8 kb of S.
+  Tensor tOrP = thr_or.partition_fragment_A(
+      make_tensor(make_smem_ptr(static_cast<T*>(nullptr)), Layout<Shape<Int<kRowsPerCta>, Int<kTileKV>>>{}));
+  Tensor accS = partition_fragment_C(mma_s, Shape<Int<kRowsPerCta>, Int<kTileKV>>{});   // ((2,2,8),1,1)
+  Tensor accO = partition_fragment_C(mma_or, Shape<Int<kRowsPerCta>, Int<kDimV / 2>>{});  // ((2,2,32),1,1)
+  static_assert(decltype(size(tOrP))::value == decltype(size(accS))::value);
+
+  // Hand-off values in `red` (unused by this form): the tile's new running max and rescale
+  // factor per row, and each warpgroup's row sums per piece parity.
+  float* hand_m = &ss.red[0][0][0][0];
+  float* hand_alpha = hand_m + kRowsPerCta;
+  auto row_sums = [&](int parity, int w) { return hand_alpha + kRowsPerCta * (1 + 2 * parity + w); };
+  static_assert(sizeof(ss.red) >= 6 * kRowsPerCta * sizeof(float), "hand-off values fit in red");
+  uint64_t* p_full = &ss.xfer_full;  // one phase per tile: its P, max and factors are published
+
+  int it = 0, piece_idx = 0;
+  ETAP_TRACE_INIT(tid);
+  ETAP_CTA_SPAN_BEGIN();
+  for_each_piece(p, part, [&](const Piece& pc) __attribute__((always_inline)) {
+    const int len = effective_len(p, pc.batch);
+    int limit[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int tok = (group * p.rows_per_group + row_of(h)) / p.h_q;
+      limit[h] = p.causal ? len - (p.s_q - 1 - tok) : len;
+    }
+    const int min_limit = min(limit[0], limit[1]);
+    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+    clear(accO);
+
+    mbar_wait(&ss.q_full, piece_idx & 1);
+    fence_proxy_async();
+
+    auto vt_half = [&](int stage) {
+      return make_tensor(make_smem_ptr(reinterpret_cast<T*>(ss.kv[stage]) + wg * C::kVHalfOffset),
+                         typename C::LayoutVtHalf{});
+    };
+    auto issue_scores = [&](int stage) {
+      Tensor sK = make_tensor(make_smem_ptr(reinterpret_cast<T*>(ss.kv[stage])), typename C::Base::LayoutKV{});
+      Tensor tSrK = thr_s.partition_fragment_B(sK);
+      warpgroup_fence_operand(accS);
+      warpgroup_arrive();
+#pragma unroll
+      for (int k = 0; k < size<2>(tSrK); ++k) {
+        mma_s.accumulate_ = k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+        cute::gemm(mma_s, tSrQ(_, _, k), tSrK(_, _, k), accS);
+      }
+      warpgroup_commit_batch();
+    };
+    auto rescale = [&](const float (&alpha)[2]) {
+      // Once the running maxima settle every factor is 1: skip it then (warp-uniform).
+      if (__any_sync(0xffffffff, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+        for (int i = 0; i < size(accO); ++i) accO(i) *= alpha[(i / 2) % 2];
+      }
+    };
+
+    bool s_issued = false;  // this warpgroup's S for its next tile is already in flight
+    for (int t = pc.tile_begin; t < pc.tile_end; ++t, ++it) {
+      const int stage = it % kStages;
+      if ((it & 1) == wg) {
+        // The owner: S, the softmax, P handed over, then its half of O from registers.
+        if (!s_issued) {
+          mbar_wait(&ss.full[stage], (it / kStages) & 1);
+          fence_proxy_async();  // cp.async (generic proxy) writes -> WGMMA (async proxy) reads
+          issue_scores(stage);
+        }
+        s_issued = false;
+        warpgroup_wait<0>();  // S, and the other half's WGMMA that read the previous P
+        warpgroup_fence_operand(accS);
+
+        const bool need_mask = (t + 1) * kTileKV > min_limit;
+        float row_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int i = 0; i < size(accS); ++i) {
+          const int h = (i / 2) % 2;
+          float s = accS(i) * p.scale_log2;
+          if (need_mask && t * kTileKV + 2 * (lane % 4) + (i % 2) + 8 * (i / 4) >= limit[h]) s = -INFINITY;
+          accS(i) = s;
+          row_max[h] = fmaxf(row_max[h], s);
+        }
+        float alpha[2], base[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          row_max[h] = fmaxf(row_max[h], __shfl_xor_sync(0xffffffff, row_max[h], 1));
+          row_max[h] = fmaxf(row_max[h], __shfl_xor_sync(0xffffffff, row_max[h], 2));
+          const float m_new = fmaxf(m_run[h], row_max[h]);
+          base[h] = m_new == -INFINITY ? 0.f : m_new;  // fully masked so far: keep exp2 finite
+          alpha[h] = exp2f(m_run[h] - base[h]);
+          m_run[h] = m_new;
+          l_run[h] *= alpha[h];
+        }
+#pragma unroll
+        for (int i = 0; i < size(accS); ++i) {
+          const int h = (i / 2) % 2;
+          const float pr = exp2f(accS(i) - base[h]);
+          l_run[h] += pr;
+          tOrP(i) = static_cast<T>(pr);
+          sP(row_of(h), 2 * (lane % 4) + (i % 2) + 8 * (i / 4)) = tOrP(i);
+        }
+        if (lane % 4 == 0) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            hand_m[row_of(h)] = m_run[h];
+            hand_alpha[row_of(h)] = alpha[h];
+          }
+        }
+        fence_proxy_async();  // P's generic writes -> the other warpgroup's WGMMA reads
+        mbar_arrive(p_full);
+
+        rescale(alpha);
+        Tensor tOrV = thr_or.partition_fragment_B(vt_half(stage));
+        warpgroup_fence_operand(tOrP);  // P's registers packed before the first WGMMA reads them
+        warpgroup_fence_operand(accO);
+        warpgroup_arrive();
+#pragma unroll
+        for (int k = 0; k < size<2>(tOrV); ++k) cute::gemm(mma_or, tOrP(_, _, k), tOrV(_, _, k), accO);
+        warpgroup_commit_batch();
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(accO);
+        mbar_arrive(&ss.empty[stage]);
+      } else {
+        // The other warpgroup: the owner's P from shared memory into this half of O.
+        mbar_wait(&ss.full[stage], (it / kStages) & 1);  // V (complete: the owner waited too)
+        mbar_wait(p_full, it & 1);
+        float alpha[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          alpha[h] = hand_alpha[row_of(h)];
+          m_run[h] = hand_m[row_of(h)];
+          l_run[h] *= alpha[h];
+        }
+        rescale(alpha);
+        Tensor tOrV = thr_os.partition_fragment_B(vt_half(stage));
+        warpgroup_fence_operand(accO);
+        warpgroup_arrive();
+#pragma unroll
+        for (int k = 0; k < size<2>(tOrV); ++k) cute::gemm(mma_os, tOrPs(_, _, k), tOrV(_, _, k), accO);
+        warpgroup_commit_batch();
+        // This warpgroup owns the next tile: its S goes in behind this O, so the tensor cores
+        // run it while the owner of this tile is still busy.
+        if (t + 1 < pc.tile_end) {
+          const int next = (it + 1) % kStages;
+          mbar_wait(&ss.full[next], ((it + 1) / kStages) & 1);
+          fence_proxy_async();
+          issue_scores(next);
+          s_issued = true;
+          warpgroup_wait<1>();  // this O (committed first) is done
+        } else {
+          warpgroup_wait<0>();
+        }
+        warpgroup_fence_operand(accO);
+        mbar_arrive(&ss.empty[stage]);
+      }
+    }
+
+    // Row sums: the lane quad, then the two warpgroups (each summed the tiles it owned).
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      l_run[h] += __shfl_xor_sync(0xffffffff, l_run[h], 1);
+      l_run[h] += __shfl_xor_sync(0xffffffff, l_run[h], 2);
+    }
+    if (lane % 4 == 0) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) row_sums(piece_idx & 1, wg)[row_of(h)] = l_run[h];
+    }
+    named_barrier_sync(kBarConsumers, 256);
+    mbar_arrive(&ss.q_empty);  // every WGMMA that read Q has completed
+    float inv_l[2], lse2[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float l = row_sums(piece_idx & 1, 0)[row_of(h)] + row_sums(piece_idx & 1, 1)[row_of(h)];
+      inv_l[h] = l > 0.f ? 1.f / l : 0.f;
+      lse2[h] = l > 0.f ? m_run[h] + log2f(l) : -INFINITY;
+    }
+
+    const int d0 = wg * (kDimV / 2) + 2 * (lane % 4);  // dim of value (0, h, 0)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int local = row_of(h);
+      const int grow = group * p.rows_per_group + local;
+      if (local >= p.rows_per_group || grow >= p.rows || pc.slot == -2) continue;
+      const int tok = grow / p.h_q, head = grow % p.h_q;
+      if (pc.slot == -1) {
+        T* dst = static_cast<T*>(p.out) + pc.batch * p.out_stride[0] + tok * p.out_stride[1] +
+                 head * p.out_stride[2] + d0;
+#pragma unroll
+        for (int j = 0; j < size(accO) / 4; ++j) {
+          const int i = 4 * j + 2 * h;
+          const T lo = static_cast<T>(accO(i) * inv_l[h]), hi = static_cast<T>(accO(i + 1) * inv_l[h]);
+          *reinterpret_cast<uint32_t*>(dst + 8 * j) = uint32_t(lo.raw()) | (uint32_t(hi.raw()) << 16);
+        }
+        if (wg == 0 && lane % 4 == 0)
+          p.lse[pc.batch * p.lse_stride[0] + head * p.lse_stride[1] + tok * p.lse_stride[2]] =
+              lse2[h] * 0.6931471805599453f;
+      } else {
+        const int64_t row = (int64_t(pc.slot) * p.num_groups + group) * kRowsPerCta + local;
+        float* dst = p.o_accum + row * kDimV + d0;
+#pragma unroll
+        for (int j = 0; j < size(accO) / 4; ++j) {
+          const int i = 4 * j + 2 * h;
+          *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(accO(i) * inv_l[h], accO(i + 1) * inv_l[h]);
+        }
+        if (wg == 0 && lane % 4 == 0) p.lse_accum[row] = lse2[h];
+      }
+    }
+    ++piece_idx;
+  });
+  ETAP_CTA_SPAN_END(tid, wg, it);
+  ETAP_TRACE_DUMP(1 + wg);
+}
+
+}  // namespace etap::sm90
