@@ -189,7 +189,17 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
         warpgroup_fence_operand(accO);
         mbar_arrive(&ss.empty[stage]);
       } else {
-        // The other warpgroup: the owner's P from shared memory into this half of O.
+        // The other warpgroup: the owner's P from shared memory into this half of O. It owns
+        // the next tile: when that tile has landed, its S goes first, so the tensor cores run
+        // it during the owner's softmax of this tile (the same answer for the whole warpgroup).
+        const bool has_next = t + 1 < pc.tile_end;
+        const int next = (it + 1) % kStages;
+        const uint32_t next_parity = ((it + 1) / kStages) & 1;
+        if (has_next && named_barrier_and(2 + wg, 128, mbar_test(&ss.full[next], next_parity))) {
+          fence_proxy_async();
+          issue_scores(next);
+          s_issued = true;
+        }
         mbar_wait(&ss.full[stage], (it / kStages) & 1);  // V (complete: the owner waited too)
         mbar_wait(p_full, it & 1);
         float alpha[2];
@@ -206,17 +216,14 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
 #pragma unroll
         for (int k = 0; k < size<2>(tOrV); ++k) cute::gemm(mma_os, tOrPs(_, _, k), tOrV(_, _, k), accO);
         warpgroup_commit_batch();
-        // This warpgroup owns the next tile: its S goes in behind this O, so the tensor cores
-        // run it while the owner of this tile is still busy.
-        if (t + 1 < pc.tile_end) {
-          const int next = (it + 1) % kStages;
-          mbar_wait(&ss.full[next], ((it + 1) / kStages) & 1);
+        if (has_next && !s_issued) {  // the next tile's S behind this O
+          mbar_wait(&ss.full[next], next_parity);
           fence_proxy_async();
           issue_scores(next);
           s_issued = true;
           warpgroup_wait<1>();  // this O (committed first) is done
         } else {
-          warpgroup_wait<0>();
+          warpgroup_wait<0>();  // this O (and the next S, issued before it)
         }
         warpgroup_fence_operand(accO);
         mbar_arrive(&ss.empty[stage]);
