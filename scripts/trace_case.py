@@ -34,6 +34,12 @@ STEPS = [
     (9, 4, "release, next tile"),
     (3, 4, "piece start (Q ready) to its first tile"),
     (9, 10, "piece's last tile to its output written (merge, epilogue)"),
+    # heads on M (heads_on_m.cuh): the owner's steps are 4 -> 5 (S, issued early or now), 5 -> 6
+    # (scale, mask, row max), 6 -> 8 (exp, P handed over), 8 -> 9 (its O half); the other's:
+    (4, 6, "heads on M, owner: tile and S to row max"),
+    (11, 12, "heads on M, other: next tile's S issued early (or not)"),
+    (12, 13, "heads on M, other: wait for the owner's P"),
+    (13, 14, "heads on M, other: rescale, O WGMMAs (and a late S)"),
 ]
 PRODUCER_STEPS = [(1, 2, "wait for a free stage (empty barrier)"), (2, 1, "issue copies, next page ids")]
 

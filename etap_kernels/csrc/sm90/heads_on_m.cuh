@@ -99,6 +99,7 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
 
     mbar_wait(&ss.q_full, piece_idx & 1);
     fence_proxy_async();
+    ETAP_MARK(3);
 
     auto vt_half = [&](int stage) {
       return make_tensor(make_smem_ptr(reinterpret_cast<T*>(ss.kv[stage]) + wg * C::kVHalfOffset),
@@ -129,6 +130,7 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
       const int stage = it % kStages;
       if ((it & 1) == wg) {
         // The owner: S, the softmax, P handed over, then its half of O from registers.
+        ETAP_MARK(4);
         if (!s_issued) {
           mbar_wait(&ss.full[stage], (it / kStages) & 1);
           fence_proxy_async();  // cp.async (generic proxy) writes -> WGMMA (async proxy) reads
@@ -137,6 +139,7 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
         s_issued = false;
         warpgroup_wait<0>();  // S, and the other half's WGMMA that read the previous P
         warpgroup_fence_operand(accS);
+        ETAP_MARK(5);
 
         const bool need_mask = (t + 1) * kTileKV > min_limit;
         float row_max[2] = {-INFINITY, -INFINITY};
@@ -148,6 +151,7 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
           accS(i) = s;
           row_max[h] = fmaxf(row_max[h], s);
         }
+        ETAP_MARK(6);
         float alpha[2], base[2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
@@ -176,6 +180,7 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
         }
         fence_proxy_async();  // P's generic writes -> the other warpgroup's WGMMA reads
         mbar_arrive(p_full);
+        ETAP_MARK(8);
 
         rescale(alpha);
         Tensor tOrV = thr_or.partition_fragment_B(vt_half(stage));
@@ -187,8 +192,10 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
         warpgroup_commit_batch();
         warpgroup_wait<0>();
         warpgroup_fence_operand(accO);
+        ETAP_MARK(9);
         mbar_arrive(&ss.empty[stage]);
       } else {
+        ETAP_MARK(11);
         // The other warpgroup: the owner's P from shared memory into this half of O. It owns
         // the next tile: when that tile has landed, its S goes first, so the tensor cores run
         // it during the owner's softmax of this tile (the same answer for the whole warpgroup).
@@ -200,8 +207,10 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
           issue_scores(next);
           s_issued = true;
         }
+        ETAP_MARK(12);
         mbar_wait(&ss.full[stage], (it / kStages) & 1);  // V (complete: the owner waited too)
         mbar_wait(p_full, it & 1);
+        ETAP_MARK(13);
         float alpha[2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
@@ -226,6 +235,7 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
           warpgroup_wait<0>();  // this O (and the next S, issued before it)
         }
         warpgroup_fence_operand(accO);
+        ETAP_MARK(14);
         mbar_arrive(&ss.empty[stage]);
       }
     }
@@ -280,6 +290,7 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
         if (wg == 0 && lane % 4 == 0) p.lse_accum[row] = lse2[h];
       }
     }
+    ETAP_MARK(10);
     ++piece_idx;
   });
   ETAP_CTA_SPAN_END(tid, wg, it);
