@@ -225,18 +225,18 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
 #pragma unroll
         for (int k = 0; k < size<2>(tOrV); ++k) cute::gemm(mma_os, tOrPs(_, _, k), tOrV(_, _, k), accO);
         warpgroup_commit_batch();
-        if (has_next && !s_issued) {  // the next tile's S behind this O
+        warpgroup_wait<0>();  // this O (and the next S, if issued before it)
+        warpgroup_fence_operand(accO);
+        // Released before waiting for the next tile: with two stages, that tile's successor can
+        // only start loading once this one is free (waiting first serialises the loads).
+        mbar_arrive(&ss.empty[stage]);
+        ETAP_MARK(14);
+        if (has_next && !s_issued) {  // the next tile's S, completed in the owner step
           mbar_wait(&ss.full[next], next_parity);
           fence_proxy_async();
           issue_scores(next);
           s_issued = true;
-          warpgroup_wait<1>();  // this O (committed first) is done
-        } else {
-          warpgroup_wait<0>();  // this O (and the next S, issued before it)
         }
-        warpgroup_fence_operand(accO);
-        ETAP_MARK(14);
-        mbar_arrive(&ss.empty[stage]);
       }
     }
 
