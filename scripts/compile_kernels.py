@@ -23,7 +23,9 @@ import _build  # noqa: E402  (standalone: the package itself needs torch)
 # Known register spills (bytes stored) that are accepted until fixed; any other spill, or more
 # than this, fails the check (the largest of a source's kernels counts). e4m3 N = 16: its KV-split
 # kernel, whose V^T fragments fill the registers; N = 32 (dims split) holds two words over.
-KNOWN_SPILL_BYTES = {"decode_e4m3_n16.cu": 24, "decode_e4m3_n32.cu": 8}
+# 16-bit N = 32: the heads-on-M kernel (O's 128 accumulators, S's 32 and P's 16 per thread).
+KNOWN_SPILL_BYTES = {"decode_e4m3_n16.cu": 24, "decode_e4m3_n32.cu": 8, "decode_bf16_n32.cu": 44,
+                     "decode_fp16_n32.cu": 44}
 
 
 def spill_bytes(log: str) -> int:
@@ -38,8 +40,8 @@ def nvcc() -> str:
 
 
 # The diagnostics build (scripts/trace_case.py) compiled too, on one 16-bit and one e4m3 instance,
-# so it cannot rot unnoticed; its spills do not count.
-TRACE_SOURCES = ("decode_bf16_n16.cu", "decode_e4m3_n16.cu")
+# so it cannot rot unnoticed; its spills do not count. 16-bit N = 32 holds both 16-bit forms.
+TRACE_SOURCES = ("decode_bf16_n32.cu", "decode_e4m3_n16.cu")
 
 
 def compile_one(src: Path, out_dir: Path, extra: tuple = ()) -> tuple[Path, int, str, float]:
