@@ -40,6 +40,7 @@ using namespace cute;
 constexpr int kThreads = 384;
 // named barriers: 0 CTA, 1 producer, 2-3 consumer warpgroups, 4 both consumer warpgroups
 constexpr int kBarConsumers = 4;
+constexpr int kFirstCols = 256;  // heads on M: the columns of a tile's first part (full_first)
 constexpr int kChunksPerRow = kDimQK / 8;  // 16-byte chunks per 576-wide row
 constexpr int kNopeChunks = kDimV / 8;
 
@@ -119,6 +120,9 @@ struct alignas(1024) SharedStorage {
   float q_amax[2][kFp8 ? N : 1];  // FP8: per-row max |q| (kept here: in the base it would cost 1 KB of alignment)
   int page_ring[C::kPageRing][kTileKV];  // producer: raw page-table entry per tile row
   uint64_t full[kStages];
+  // Heads on M only: the tile's first 256 columns (its S starts on them while the rest lands);
+  // `full` then covers the other 320.
+  uint64_t full_first[kStages];
   uint64_t empty[kStages];
   uint64_t q_full;
   uint64_t q_empty;
@@ -301,7 +305,12 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
       if (whole) {
         // Warp 0 issues the copies, one page segment per lane (64 of them for page size 1);
         // the barrier expects the whole tile's bytes before it can complete.
-        if (tid == 0) mbar_arrive_expect_tx(&ss.full[stage], C::kTileBytes);
+        // (kQ64: columns [0, 256) complete full_first, the rest full.)
+        constexpr int kFirstBytes = kQ64 ? kTileKV * kFirstCols * int(sizeof(T)) : 0;
+        if (tid == 0) {
+          mbar_arrive_expect_tx(&ss.full[stage], C::kTileBytes - kFirstBytes);
+          if constexpr (kQ64) mbar_arrive_expect_tx(&ss.full_first[stage], kFirstBytes);
+        }
         if (tid < 32) {
           for (int seg = tid * p.tma_rows; seg < kTileKV; seg += 32 * p.tma_rows) {
             const int page = page_at(seg), slot = slot_of(t * kTileKV + seg);
@@ -314,12 +323,16 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
             } else {
 #pragma unroll
               for (int kc = 0; kc < kDimV / 64; ++kc)
-                tma_load_3d(&sKV(seg, kc * 64), &p.tma_nope, kc * 64, slot, page, &ss.full[stage]);
+                tma_load_3d(&sKV(seg, kc * 64), &p.tma_nope, kc * 64, slot, page,
+                            kQ64 && kc * 64 < kFirstCols ? &ss.full_first[stage] : &ss.full[stage]);
               tma_load_3d(&sKV(seg, static_cast<int>(kDimV)), &p.tma_rope, 0, slot, page, &ss.full[stage]);
             }
           }
         }
-        if (tid != 0) mbar_arrive(&ss.full[stage]);
+        if (tid != 0) {
+          mbar_arrive(&ss.full[stage]);
+          if constexpr (kQ64) mbar_arrive(&ss.full_first[stage]);
+        }
         continue;
       }
       // Partial tiles and pages too small for bulk copies: cp.async with zero-fill.
@@ -368,6 +381,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
         }
       }
       cp_async_arrive_noinc(&ss.full[stage]);
+      if constexpr (kQ64) cp_async_arrive_noinc(&ss.full_first[stage]);
     }
     if (!kFp8 && q_at == pc.tile_end) load_q();
     ++piece_idx;
@@ -1065,6 +1079,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbar_init(&ss.full[s], 128);   // one cp.async arrival per producer thread
+      mbar_init(&ss.full_first[s], 128);
       mbar_init(&ss.empty[s], p.kv_split ? 128 : 256);  // every thread that read the stage releases it
     }
     mbar_init(&ss.q_full, 128);

@@ -105,13 +105,22 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
       return make_tensor(make_smem_ptr(reinterpret_cast<T*>(ss.kv[stage]) + wg * C::kVHalfOffset),
                          typename C::LayoutVtHalf{});
     };
-    auto issue_scores = [&](int stage) {
+    // S of the tile in `stage` (use parity `parity`): the WGMMAs over its first 256 columns go
+    // out as soon as those have landed, the rest once the whole tile has.
+    auto issue_scores = [&](int stage, uint32_t parity) {
       Tensor sK = make_tensor(make_smem_ptr(reinterpret_cast<T*>(ss.kv[stage])), typename C::Base::LayoutKV{});
       Tensor tSrK = thr_s.partition_fragment_B(sK);
+      constexpr int kFirstSteps = kFirstCols / 16;
+      mbar_wait(&ss.full_first[stage], parity);
+      fence_proxy_async();  // cp.async (generic proxy) writes -> WGMMA (async proxy) reads
       warpgroup_fence_operand(accS);
       warpgroup_arrive();
 #pragma unroll
       for (int k = 0; k < size<2>(tSrK); ++k) {
+        if (k == kFirstSteps) {
+          mbar_wait(&ss.full[stage], parity);
+          fence_proxy_async();
+        }
         mma_s.accumulate_ = k == 0 ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
         cute::gemm(mma_s, tSrQ(_, _, k), tSrK(_, _, k), accS);
       }
@@ -131,11 +140,7 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
       if ((it & 1) == wg) {
         // The owner: S, the softmax, P handed over, then its half of O from registers.
         ETAP_MARK(4);
-        if (!s_issued) {
-          mbar_wait(&ss.full[stage], (it / kStages) & 1);
-          fence_proxy_async();  // cp.async (generic proxy) writes -> WGMMA (async proxy) reads
-          issue_scores(stage);
-        }
+        if (!s_issued) issue_scores(stage, (it / kStages) & 1);
         s_issued = false;
         warpgroup_wait<0>();  // S, and the other half's WGMMA that read the previous P
         warpgroup_fence_operand(accS);
@@ -202,13 +207,14 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
         const bool has_next = t + 1 < pc.tile_end;
         const int next = (it + 1) % kStages;
         const uint32_t next_parity = ((it + 1) / kStages) & 1;
-        if (has_next && named_barrier_and(2 + wg, 128, mbar_test(&ss.full[next], next_parity))) {
-          fence_proxy_async();
-          issue_scores(next);
+        if (has_next && named_barrier_and(2 + wg, 128, mbar_test(&ss.full_first[next], next_parity) &&
+                                                           mbar_test(&ss.full[next], next_parity))) {
+          issue_scores(next, next_parity);  // (its waits pass at once)
           s_issued = true;
         }
         ETAP_MARK(12);
-        mbar_wait(&ss.full[stage], (it / kStages) & 1);  // V (complete: the owner waited too)
+        mbar_wait(&ss.full_first[stage], (it / kStages) & 1);  // V (complete: the owner waited too)
+        mbar_wait(&ss.full[stage], (it / kStages) & 1);
         mbar_wait(p_full, it & 1);
         ETAP_MARK(13);
         float alpha[2];
@@ -232,9 +238,7 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
         mbar_arrive(&ss.empty[stage]);
         ETAP_MARK(14);
         if (has_next && !s_issued) {  // the next tile's S, completed in the owner step
-          mbar_wait(&ss.full[next], next_parity);
-          fence_proxy_async();
-          issue_scores(next);
+          issue_scores(next, next_parity);
           s_issued = true;
         }
       }
