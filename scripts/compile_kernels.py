@@ -32,6 +32,16 @@ def spill_bytes(log: str) -> int:
     return max((int(m) for m in re.findall(r"(\d+) bytes spill stores", log)), default=0)
 
 
+# ptxas falls back to running every WGMMA of a kernel one at a time when it cannot bound a
+# pipeline stage (C7514 / C7520, e.g. a wait whose group count depends on runtime control flow);
+# measured 15-20% slower once (NOTES.md, session 8), so it fails the check like a new spill.
+SERIALISED = "wgmma.mma_async instructions are serialized"
+
+
+def wgmma_serialised(log: str) -> bool:
+    return SERIALISED in log
+
+
 def nvcc() -> str:
     for cand in (os.environ.get("NVCC"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
         if cand and Path(cand).exists():
@@ -80,6 +90,9 @@ def main() -> int:
             for src, rc, log, secs in pool.map(lambda s: compile_one(s, out_dir), sources):
                 spilled = spill_bytes(log)
                 status = "ok" if rc == 0 and spilled <= KNOWN_SPILL_BYTES.get(src.name, 0) else "FAILED"
+                if wgmma_serialised(log):
+                    status = "FAILED"
+                    print(f"note   {src.name}: ptxas serialised WGMMAs ({SERIALISED})")
                 if status == "ok" and spilled:
                     print(f"note   {src.name}: {spilled} bytes spilled (known, allowed up to "
                           f"{KNOWN_SPILL_BYTES[src.name]})")
