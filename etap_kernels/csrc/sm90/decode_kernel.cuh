@@ -389,6 +389,18 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
   ETAP_TRACE_DUMP(0);
 }
 
+// Online softmax, one query row: folds a tile's max into the running max, rescales the running
+// sum, and returns the factor for the old state. `base` is the exp2 offset of the tile's scores
+// (0 while the row is fully masked, which keeps exp2 finite).
+__device__ __forceinline__ float online_softmax_step(float tile_max, float& m_run, float& l_run, float& base) {
+  const float m_new = fmaxf(m_run, tile_max);
+  base = m_new == -INFINITY ? 0.f : m_new;
+  const float alpha = exp2f(m_run - base);
+  m_run = m_new;
+  l_run *= alpha;
+  return alpha;
+}
+
 // FP8 S^T of one tile: e4m3 WGMMAs of K8 (the tile) against q8 = [Qhi; Qlo] (2N rows),
 // interleaved over the kChains accumulators; issued and committed as one group, not waited for.
 template <class C, int N, class Acc, int kChains>
@@ -685,11 +697,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       for (int c = 0; c < kCols; ++c) {
         const int n = col_of(c);
         const float mx = fmaxf(fmaxf(red[0][n], red[1][n]), fmaxf(red[2][n], red[3][n]));
-        const float m_new = fmaxf(m_run[c], mx);
-        base[c] = m_new == -INFINITY ? 0.f : m_new;  // fully masked so far: keep exp2 finite
-        alpha[c] = exp2f(m_run[c] - base[c]);
-        m_run[c] = m_new;
-        l_run[c] *= alpha[c];
+        alpha[c] = online_softmax_step(mx, m_run[c], l_run[c], base[c]);
       }
 #pragma unroll
       for (int i = 0; i < size(accS); ++i) {

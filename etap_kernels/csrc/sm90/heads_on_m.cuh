@@ -162,11 +162,7 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
         for (int h = 0; h < 2; ++h) {
           row_max[h] = fmaxf(row_max[h], __shfl_xor_sync(0xffffffff, row_max[h], 1));
           row_max[h] = fmaxf(row_max[h], __shfl_xor_sync(0xffffffff, row_max[h], 2));
-          const float m_new = fmaxf(m_run[h], row_max[h]);
-          base[h] = m_new == -INFINITY ? 0.f : m_new;  // fully masked so far: keep exp2 finite
-          alpha[h] = exp2f(m_run[h] - base[h]);
-          m_run[h] = m_new;
-          l_run[h] *= alpha[h];
+          alpha[h] = online_softmax_step(row_max[h], m_run[h], l_run[h], base[h]);
         }
 #pragma unroll
         for (int i = 0; i < size(accS); ++i) {
