@@ -10,6 +10,8 @@
 // P in registers for its own half of O, and hands P (shared memory), the new running max and
 // the rescale factor to the other warpgroup, which applies the tile to the other half. So the
 // KV tile is read once as S's B operand and once as O's B operand, with no duplicate reads.
+// S starts on a tile's first 256 columns while the rest lands (`full_first`), and the next
+// tile's owner issues its S before it waits for this tile's P when that tile is already there.
 //
 // The producer, the tile layout, the schedule and the split-KV partials are the transposed
 // kernel's (SharedStorage<T, 32, false>: Q holds the CTA's 64 rows across both Q buffers, P's
