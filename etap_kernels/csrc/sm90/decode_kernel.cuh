@@ -63,6 +63,8 @@ struct Config {
   using LayoutVt =
       decltype(composition(LayoutV{}, make_layout(Shape<Int<kDimV>, Int<kTileKV>>{}, GenRowMajor{})));
   using LayoutQ = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kDimQK>>{}));
+  // Both warpgroups' rows as one operand over both Q buffers (the heads-on-M form, N = 32).
+  using LayoutQBoth = decltype(tile_to_shape(SwAtom{}, Shape<Int<2 * N>, Int<kDimQK>>{}));
   using LayoutP = decltype(tile_to_shape(SwAtom{}, Shape<Int<N>, Int<kTileKV>>{}));
   // FP8 with rows split: P^T of both warpgroups' rows, [2N][64] fp16 (warpgroup w's at row w N).
   using LayoutP2 = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<MmaT>{}, Shape<Int<2 * N>, Int<kTileKV>>{}));
@@ -270,8 +272,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
             : q_rope + pc.batch * p.q_rope_stride[0] + tok * p.q_rope_stride[1] +
                   head * p.q_rope_stride[2] + (chunk - kNopeChunks) * 8;
         if constexpr (kQ64) {
-          using LayoutQ64 = decltype(tile_to_shape(typename C::SwAtom{}, Shape<Int<2 * N>, Int<kDimQK>>{}));
-          Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<T*>(ss.q[0])), LayoutQ64{});
+          Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<T*>(ss.q[0])), typename C::LayoutQBoth{});
           cp_async_16(&sQ(row, chunk * 8), valid ? src : q_nope, valid);
         } else {
           Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<T*>(ss.q[wg])), typename C::LayoutQ{});

@@ -24,7 +24,7 @@ template <class T>
 struct HeadsOnMConfig {
   using Base = Config<T, 32, false>;
   using SwAtom = typename Base::SwAtom;
-  using LayoutQ = decltype(tile_to_shape(SwAtom{}, Shape<Int<kRowsPerCta>, Int<kDimQK>>{}));
+  using LayoutQ = typename Base::LayoutQBoth;  // the CTA's 64 rows, as the producer loads them
   using LayoutP = decltype(tile_to_shape(SwAtom{}, Shape<Int<kRowsPerCta>, Int<kTileKV>>{}));
   // One warpgroup's half of V as the MN-major B operand (256 dims x 64 KV rows): the first 256
   // columns of the tile from a pointer offset by 256 w columns (4 whole swizzle atoms).
