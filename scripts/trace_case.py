@@ -109,6 +109,20 @@ def summarize(marks: dict) -> dict:
     return res
 
 
+def print_timeline(marks: dict, first: int, last: int) -> None:
+    """Every mark between the producer's grant of stage-tile `first` (event 2) and of `last`,
+    all roles merged by cycle, relative to the first: where each role waits, tile by tile."""
+    grants = [c for e, c in marks.get(0, []) if e == 2]
+    if len(grants) <= last:
+        print(f"timeline: only {len(grants)} producer tiles")
+        return
+    lo, hi = grants[first], grants[last]
+    rows = sorted((c, who, e) for who, seq in marks.items() for e, c in seq if lo <= c <= hi)
+    print(f"timeline, producer tiles {first}..{last} (cycle relative to the first grant; role: event)")
+    for c, who, e in rows:
+        print(f"  {c - lo:>8} {'producer' if who == 0 else f'wg{who - 1}':>8}: {e}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--b", type=int, default=16)
@@ -118,6 +132,8 @@ def main(argv=None) -> int:
     ap.add_argument("--page-size", type=int, default=64)
     ap.add_argument("--kv", default="bf16", choices=("bf16", "fp8"))
     ap.add_argument("--json", default=None, help="also write the summary here")
+    ap.add_argument("--timeline", default=None, metavar="FROM:TO",
+                    help="also print every mark of the producer's tiles FROM..TO, all roles merged in time")
     args = ap.parse_args(argv)
 
     import torch
@@ -163,6 +179,8 @@ def main(argv=None) -> int:
               f"(median {ctas['span_us']['median']}), kernel {ctas['kernel_us']} us; SM clock "
               f"{ctas['clock_mhz']['min']}..{ctas['clock_mhz']['max']} MHz; cycles per tile "
               f"{ctas['cycles_per_tile']['min']}..{ctas['cycles_per_tile']['max']} (median {ctas['cycles_per_tile']['median']})")
+    if args.timeline:
+        print_timeline(parse(text), *(int(x) for x in args.timeline.split(":")))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0

@@ -83,6 +83,14 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
   auto row_sums = [&](int parity, int w) { return hand_alpha + kRowsPerCta * (1 + 2 * parity + w); };
   static_assert(sizeof(ss.red) >= 6 * kRowsPerCta * sizeof(float), "hand-off values fit in red");
   uint64_t* p_full = &ss.xfer_full;  // one phase per tile: its P, max and factors are published
+  // The owner stores P by shared-window address (the swizzled tensor access compiles to generic
+  // 16-bit stores with 64-bit address math, about 1.3k cycles a tile in the trace). LayoutP is
+  // 64 rows of 128 bytes, 16-byte unit u of row r at unit u ^ (r % 8) (1024-byte aligned):
+  // p_word[h] is this thread's word in unit 0 of its row h, before the swizzle.
+  static_assert(decltype(size(accS))::value == 32, "two rows x 8 units x one word per thread");
+  const uint32_t p_word[2] = {smem_addr(ss.p[0]) + row_of(0) * 128 + 4 * (lane % 4),
+                              smem_addr(ss.p[0]) + row_of(1) * 128 + 4 * (lane % 4)};
+  const int p_swizzle = row_of(0) % 8;  // = row_of(1) % 8
 
   int it = 0, piece_idx = 0;
   ETAP_TRACE_INIT(tid);
@@ -172,7 +180,16 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, Share
           const float pr = exp2f(accS(i) - base[h]);
           l_run[h] += pr;
           tOrP(i) = static_cast<T>(pr);
-          sP(row_of(h), 2 * (lane % 4) + (i % 2) + 8 * (i / 4)) = tOrP(i);
+        }
+        // P(r, c) for c = 2 (lane % 4) + 8 j + {0, 1}: one 32-bit word in 16-byte unit j of row r.
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int i = 4 * j + 2 * h;
+            st_shared_u32(p_word[h] + ((j ^ p_swizzle) << 4),
+                          uint32_t(tOrP(i).raw()) | (uint32_t(tOrP(i + 1).raw()) << 16));
+          }
         }
         if (lane % 4 == 0) {
 #pragma unroll
