@@ -142,6 +142,27 @@ def test_fp8_cuda_graph_replay_with_new_scale_and_lengths(seed):
         assert _rel_err(out, ref) < 5e-3
 
 
+def test_fp8_heads_on_m_queries_beyond_fp16(seed):
+    """64-row groups run S in fp16 with Q converted in the kernel: rows whose |q| passes fp16's
+    range (here up to ~1e6) are scaled by a power of two first, so their output stays right."""
+    gen = torch.Generator().manual_seed(seed)
+    b, s_q, h_q, page = 3, 1, 64, 64
+    q, k_cache, ckv, kpe, seqlens, block_table, *_ = _fp8_inputs(b, s_q, h_q, [3000, 700, 64], page,
+                                                                 "flashmla_bf16_q", gen)
+    q = q.clone()
+    q[:, :, :40] *= 2e5  # 40 rows far past 65504, 24 rows as they were
+    kv_scale = 1e-6      # keeps the big rows' scores in a normal softmax range
+    meta, splits = etap_kernels.get_mla_metadata(seqlens, s_q * h_q, 1, is_fp8_kvcache=True)
+    out, lse = etap_kernels.flash_mla_with_kvcache(q, k_cache, block_table, seqlens, 512, meta, splits,
+                                                   descale_k=torch.tensor([kv_scale], device="cuda"))
+    torch.cuda.synchronize()
+    ref, ref_lse = mla_decode_reference(q[..., :512], q[..., 512:], ckv, kpe, seqlens, block_table=block_table,
+                                        kv_scale=kv_scale)
+    assert torch.isfinite(out).all() and torch.isfinite(lse).all()
+    assert _rel_err(out, ref) < 5e-3
+    _check_lse(lse, ref_lse, tol=5e-3)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _write_fp8_report():
     yield

@@ -158,10 +158,10 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
   p.num_groups = int(num_groups);
   p.rows_per_wg = int(rows_per_wg);
   p.kv_split = rows_per_wg >= rows_per_group ? 1 : 0;
-  // The heads-on-M form for 16-bit groups of 2 x 32 rows (measured faster at h_q 64 and 128);
+  // The heads-on-M form for groups of 2 x 32 rows (16-bit: measured faster at h_q 64 and 128);
   // ETAP_HEADS_ON_M=0 (read per call) keeps them transposed, for A/B runs.
   const char* heads_on_m = std::getenv("ETAP_HEADS_ON_M");
-  p.heads_on_m = !fp8 && rows_per_wg == 32 && !p.kv_split && !(heads_on_m && std::string(heads_on_m) == "0");
+  p.heads_on_m = rows_per_wg == 32 && !p.kv_split && !(heads_on_m && std::string(heads_on_m) == "0");
   // An e4m3 KV split keeps all 512 dims of V^T in each warpgroup's registers: N <= 16 only.
   TORCH_CHECK(!fp8 || !p.kv_split || rows_per_wg <= 16,
               "an e4m3 cache runs KV split only for rows_per_wg <= 16, got ", rows_per_wg);

@@ -113,7 +113,7 @@ struct Config {
 template <class T, int N, bool kFp8>
 struct alignas(1024) SharedStorage {
   using C = Config<T, N, kFp8>;
-  static constexpr int kStages = C::kStages;
+  static constexpr int kStages = C::kStages, kPageAhead = C::kPageAhead, kPageRing = C::kPageRing;
   alignas(1024) uint8_t kv[kStages][C::kTileBytes];
   alignas(1024) uint8_t q[2][C::kQBytes];  // per warpgroup: Q (16-bit) or e4m3 [Qhi; Qlo]
   // P^T: per warpgroup [N][64]; FP8 per tile parity [2N][64] (rows split) or per warpgroup.
@@ -136,6 +136,34 @@ struct alignas(1024) SharedStorage {
   // FP8 rows split: softmax rescale factor per CTA row [tile parity], row sums [2].
   float row_x[kFp8 ? 3 : 1][kFp8 ? kRowsPerCta : 1];
 };
+
+// The heads-on-M form over an e4m3 cache (heads_on_m.cuh): two e4m3 stages, each converted into
+// the one fp16 tile that S and O read (kv16), Q as fp16 over both Q buffers, P as one 64 x 64
+// fp16 tile. The producer uses the same member names as SharedStorage's.
+template <class T>
+struct alignas(1024) HeadsOnMFp8Storage {
+  static constexpr int kStages = 2, kPageAhead = 1, kPageRing = kPageAhead + 2;
+  alignas(1024) uint8_t kv[kStages][kFp8TileBytes];
+  alignas(1024) uint8_t kv16[kTileKV * kDimQK * 2];
+  alignas(1024) uint8_t q[2][kRowsPerCta / 2 * kDimQK * 2];
+  alignas(1024) cutlass::half_t p[2][kRowsPerCta / 2 * kTileKV];
+  // Hand-off per row: running max, rescale factor, row sums [piece parity][warpgroup], and the
+  // power of two Q's row was scaled down by to fit fp16.
+  float hand[7][kRowsPerCta];
+  int page_ring[kPageRing][kTileKV];
+  uint64_t full[kStages];
+  uint64_t full_first[kStages];  // (unused: a tile is converted whole)
+  uint64_t empty[kStages];
+  uint64_t q_full;
+  uint64_t q_empty;
+  uint64_t merge_ml[2];
+  uint64_t xfer_full;
+  uint64_t xfer_empty;
+};
+
+// Shared memory of each kernel form.
+template <class T, int N, bool kFp8, bool kHeadsOnM>
+using StorageOf = std::conditional_t<kFp8 && kHeadsOnM, HeadsOnMFp8Storage<T>, SharedStorage<T, N, kFp8>>;
 
 struct Piece {
   int batch, tile_begin, tile_end, slot;  // slot < 0: whole sequence, write out/lse directly
@@ -218,12 +246,12 @@ __device__ __forceinline__ int effective_len(const DecodeParams& p, int i) {
 }
 
 // kQ64: Q as one 64-row operand over both Q buffers (the heads-on-M form), not one per warpgroup.
-template <class T, int N, bool kFp8, bool kQ64 = false>
-__device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T, N, kFp8>& ss,
-                                         int part, int group) {
+template <class T, int N, bool kFp8, bool kQ64, class S>
+__device__ __forceinline__ void producer(const DecodeParams& p, S& ss, int part, int group) {
   using C = Config<T, N, kFp8>;
   using KvT = std::conditional_t<kFp8, uint8_t, T>;
-  constexpr int kStages = C::kStages;
+  constexpr int kStages = S::kStages;
+  constexpr bool kFirstPart = kQ64 && !kFp8;  // a 16-bit tile's first 256 columns complete full_first
   const int tid = threadIdx.x % 128;
   const T* q_nope = static_cast<const T*>(p.q_nope);
   const T* q_rope = static_cast<const T*>(p.q_rope);
@@ -248,15 +276,16 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
       if (tid < kTileKV && t < pc.tile_end) {
         const int pos = t * kTileKV + tid;
         const bool ok = in_table(pos);
-        cp_async_4(&ss.page_ring[tile_it % C::kPageRing][tid], ok ? table + logical_of(pos) : p.page_table, ok);
+        cp_async_4(&ss.page_ring[tile_it % S::kPageRing][tid], ok ? table + logical_of(pos) : p.page_table, ok);
       }
       cp_async_commit();  // one group per tile, empty or not, so the wait below counts tiles
     };
-    for (int d = 0; d < C::kPageAhead; ++d) prefetch_pages(pc.tile_begin + d, it + d);
+    for (int d = 0; d < S::kPageAhead; ++d) prefetch_pages(pc.tile_begin + d, it + d);
 
     // Q rows of this group, both warpgroups' halves; rows past the end are zero-filled. Later
     // pieces load Q after issuing their first tiles, so those overlap the previous epilogue.
-    // (FP8: the consumers read Q themselves while quantising it.)
+    // (FP8: the consumers read Q themselves while quantising it; the heads-on-M form converts
+    // the 16-bit Q loaded here to fp16 in place.)
     auto load_q = [&]() {
       mbar_wait(&ss.q_empty, (piece_idx & 1) ^ 1);
       for (int c = tid; c < 2 * N * kChunksPerRow; c += 128) {
@@ -284,12 +313,12 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
     const int q_at = piece_idx == 0 ? pc.tile_begin : pc.tile_begin + min(2, pc.tile_end - pc.tile_begin);
 
     for (int t = pc.tile_begin; t < pc.tile_end; ++t, ++it) {
-      if (!kFp8 && t == q_at) load_q();
+      if ((!kFp8 || kQ64) && t == q_at) load_q();
       const int stage = it % kStages;
-      prefetch_pages(t + C::kPageAhead, it + C::kPageAhead);
-      cp_async_wait<C::kPageAhead>();  // this tile's page ids have landed
+      prefetch_pages(t + S::kPageAhead, it + S::kPageAhead);
+      cp_async_wait<S::kPageAhead>();  // this tile's page ids have landed
       // Page id of row r, or -1 (past the length, outside the table, or an invalid id).
-      const int* ring = ss.page_ring[it % C::kPageRing];
+      const int* ring = ss.page_ring[it % S::kPageRing];
       auto page_at = [&](int r) {
         const int id = ring[r];
         return in_table(t * kTileKV + r) && id >= 0 && id < p.num_pages ? id : -1;
@@ -307,10 +336,10 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
         // Warp 0 issues the copies, one page segment per lane (64 of them for page size 1);
         // the barrier expects the whole tile's bytes before it can complete.
         // (kQ64: columns [0, 256) complete full_first, the rest full.)
-        constexpr int kFirstBytes = kQ64 ? kTileKV * kFirstCols * int(sizeof(T)) : 0;
+        constexpr int kFirstBytes = kFirstPart ? kTileKV * kFirstCols * int(sizeof(T)) : 0;
         if (tid == 0) {
           mbar_arrive_expect_tx(&ss.full[stage], C::kTileBytes - kFirstBytes);
-          if constexpr (kQ64) mbar_arrive_expect_tx(&ss.full_first[stage], kFirstBytes);
+          if constexpr (kFirstPart) mbar_arrive_expect_tx(&ss.full_first[stage], kFirstBytes);
         }
         if (tid < 32) {
           for (int seg = tid * p.tma_rows; seg < kTileKV; seg += 32 * p.tma_rows) {
@@ -325,14 +354,14 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
 #pragma unroll
               for (int kc = 0; kc < kDimV / 64; ++kc)
                 tma_load_3d(&sKV(seg, kc * 64), &p.tma_nope, kc * 64, slot, page,
-                            kQ64 && kc * 64 < kFirstCols ? &ss.full_first[stage] : &ss.full[stage]);
+                            kFirstPart && kc * 64 < kFirstCols ? &ss.full_first[stage] : &ss.full[stage]);
               tma_load_3d(&sKV(seg, static_cast<int>(kDimV)), &p.tma_rope, 0, slot, page, &ss.full[stage]);
             }
           }
         }
         if (tid != 0) {
           mbar_arrive(&ss.full[stage]);
-          if constexpr (kQ64) mbar_arrive(&ss.full_first[stage]);
+          if constexpr (kFirstPart) mbar_arrive(&ss.full_first[stage]);
         }
         continue;
       }
@@ -382,9 +411,9 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<T,
         }
       }
       cp_async_arrive_noinc(&ss.full[stage]);
-      if constexpr (kQ64) cp_async_arrive_noinc(&ss.full_first[stage]);
+      if constexpr (kFirstPart) cp_async_arrive_noinc(&ss.full_first[stage]);
     }
-    if (!kFp8 && q_at == pc.tile_end) load_q();
+    if ((!kFp8 || kQ64) && q_at == pc.tile_end) load_q();
     ++piece_idx;
   });
   ETAP_TRACE_DUMP(0);
@@ -1078,11 +1107,12 @@ namespace etap::sm90 {
 // each gets its own registers.
 template <class T, int N, bool kFp8, bool kSplitDims, bool kHeadsOnM = false>
 __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_constant__ DecodeParams p) {
-  static_assert(!kHeadsOnM || (N == 32 && !kFp8 && !kSplitDims), "heads on M: 16-bit, 2 x 32 rows");
+  static_assert(!kHeadsOnM || (N == 32 && !kSplitDims), "heads on M: 2 x 32 rows");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  constexpr int kStages = Config<T, N, kFp8>::kStages;
+  using Storage = StorageOf<T, N, kFp8, kHeadsOnM>;
+  constexpr int kStages = Storage::kStages;
   extern __shared__ __align__(1024) char smem_raw[];
-  auto& ss = *reinterpret_cast<SharedStorage<T, N, kFp8>*>(smem_raw);
+  auto& ss = *reinterpret_cast<Storage*>(smem_raw);
   const int part = blockIdx.x, group = blockIdx.y;
 
   if (threadIdx.x == 0) {
@@ -1112,7 +1142,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
     producer<T, N, kFp8, kHeadsOnM>(p, ss, part, group);
   } else {
     cutlass::arch::warpgroup_reg_alloc<232>();
-    if constexpr (kHeadsOnM) consumer_heads_on_m<T>(p, ss, part, group, wg - 1);
+    if constexpr (kHeadsOnM) consumer_heads_on_m<T, kFp8>(p, ss, part, group, wg - 1);
     else consumer<T, N, kFp8, kSplitDims>(p, ss, part, group, wg - 1);
   }
 #endif
@@ -1120,7 +1150,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_kernel(const __grid_consta
 
 template <class T, int N, bool kFp8, bool kSplitDims, bool kHeadsOnM = false>
 int launch_decode_form(const DecodeParams& p, void* stream) {
-  constexpr int smem = sizeof(SharedStorage<T, N, kFp8>);
+  constexpr int smem = sizeof(StorageOf<T, N, kFp8, kHeadsOnM>);
   static_assert(smem <= 232448, "exceeds the 227 KB of shared memory a Hopper CTA can opt into");
   auto kernel = decode_kernel<T, N, kFp8, kSplitDims, kHeadsOnM>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
@@ -1140,6 +1170,9 @@ int launch_decode_impl(const DecodeParams& p, void* stream) {
     }
     return launch_decode_form<T, N, false, false>(p, stream);
   } else {
+    if constexpr (N == 32) {
+      if (p.heads_on_m) return launch_decode_form<T, N, true, false, true>(p, stream);
+    }
     if (!p.kv_split) return launch_decode_form<T, N, true, true>(p, stream);
     if constexpr (N <= 16) return launch_decode_form<T, N, true, false>(p, stream);
     return int(cudaErrorInvalidValue);

@@ -65,6 +65,12 @@ __device__ __forceinline__ uint4 lds128(const void* smem) {
   return v;
 }
 
+__device__ __forceinline__ void sts128(void* smem, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(smem))),
+               "r"(a), "r"(b), "r"(c), "r"(d)
+               : "memory");
+}
+
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
   uint32_t d;
   asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
