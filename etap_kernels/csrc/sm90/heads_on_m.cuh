@@ -1,4 +1,4 @@
-// The heads-on-M consumer: the untransposed form for 16-bit caches with 64 query rows per CTA.
+// The heads-on-M consumer: the untransposed form for CTAs of 49-64 query rows (2 x 32).
 //
 // Once a CTA holds 64 rows, the transposed tile has no padding to save, and each warpgroup
 // reading the whole KV tile as its A operand costs twice the shared-memory operand bytes
