@@ -31,6 +31,7 @@
 
 #include "../etap_params.h"
 #include "fp8_tile.cuh"
+#include "swizzle.cuh"
 #include "sync.cuh"
 
 namespace etap::sm90 {

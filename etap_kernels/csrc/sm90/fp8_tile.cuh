@@ -29,11 +29,11 @@ constexpr int kFp8RopeOffset = (kDimV / 128) * kFp8ChunkBytes;  // 32768
 constexpr int kFp8TileBytes = kFp8RopeOffset + kTileKV * kDimRope;  // 36864
 
 // Byte offset of 16-byte unit `unit` (0..31) of the latent part of tile row `row`.
-__device__ __forceinline__ int fp8_nope_offset(int row, int unit) {
+__host__ __device__ __forceinline__ int fp8_nope_offset(int row, int unit) {
   return (unit >> 3) * kFp8ChunkBytes + row * 128 + (((unit & 7) ^ (row & 7)) << 4);
 }
 // Byte offset of 16-byte unit `unit` (0..3) of the rope part of tile row `row`.
-__device__ __forceinline__ int fp8_rope_offset(int row, int unit) {
+__host__ __device__ __forceinline__ int fp8_rope_offset(int row, int unit) {
   return kFp8RopeOffset + row * 64 + ((unit ^ ((row >> 1) & 3)) << 4);
 }
 

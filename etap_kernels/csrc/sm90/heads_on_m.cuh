@@ -57,12 +57,6 @@ __device__ __forceinline__ float* hand_values(SharedStorage<T, 32, false>& ss) {
 template <class T>
 __device__ __forceinline__ float* hand_values(HeadsOnMFp8Storage<T>& ss) { return &ss.hand[0][0]; }
 
-// Byte offset of the 16-byte unit holding elements 8u..8u+7 of row r of a 64-row, 16-bit,
-// K-major 128B-swizzled operand (LayoutKV / LayoutQ: 64-column chunks of [64][128 B]).
-__device__ __forceinline__ int sw128_unit_offset(int r, int u) {
-  return (u >> 3) * (kTileKV * 128) + r * 128 + (((u & 7) ^ (r & 7)) << 4);
-}
-
 // An e4m3 tile (fp8_tile.cuh's layout) into the fp16 tile (LayoutKV), exact; thread ct of the
 // 256 consumer threads converts row ct / 4, e4m3 units ct % 4 + 4 k (16 dims each).
 __device__ __forceinline__ void e4m3_tile_to_f16(const uint8_t* tile, uint8_t* tile16, int ct) {
@@ -163,8 +157,9 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, S& ss
   uint64_t* p_full = &ss.xfer_full;  // one phase per tile: its P, max and factors are published
   // The owner stores P by shared-window address (the swizzled tensor access compiles to generic
   // 16-bit stores with 64-bit address math, about 1.3k cycles a tile in the trace). LayoutP is
-  // 64 rows of 128 bytes, 16-byte unit u of row r at unit u ^ (r % 8) (1024-byte aligned):
-  // p_word[h] is this thread's word in unit 0 of its row h, before the swizzle.
+  // one 64-column chunk: word q of unit j of row r at sw128_unit_offset(r, j) + 4 q, i.e.
+  // r * 128 + ((j ^ r % 8) << 4) + 4 q. p_word[h] is this thread's word in unit 0 of its row h,
+  // before the swizzle.
   static_assert(decltype(size(accS))::value == 32, "two rows x 8 units x one word per thread");
   const uint32_t p_word[2] = {smem_addr(ss.p[0]) + row_of(0) * 128 + 4 * (lane % 4),
                               smem_addr(ss.p[0]) + row_of(1) * 128 + 4 * (lane % 4)};
