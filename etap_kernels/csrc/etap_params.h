@@ -76,7 +76,8 @@ struct DecodeParams {
   // 1 when one warpgroup holds all of a CTA's rows: the two consumer warpgroups then take
   // alternate KV tiles (twice the tiles in flight) and merge their softmax states per piece.
   int kv_split;
-  // 16-bit cache, 64 rows per CTA in two warpgroups of 32: the heads-on-M form (heads_on_m.cuh).
+  // Groups of 49-64 rows (two warpgroups of 32), any cache type: the heads-on-M form
+  // (heads_on_m.cuh).
   int heads_on_m;
   float scale_log2;          // softmax_scale * log2(e)
   // e4m3 cache only (nullptr = 1): scores use q_scale * kv_scale, the output kv_scale.

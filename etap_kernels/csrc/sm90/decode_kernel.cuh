@@ -1159,19 +1159,17 @@ int launch_decode_form(const DecodeParams& p, void* stream) {
   return int(cudaGetLastError());
 }
 
-// FP8: rows split over the warpgroups runs the dims split; KV split (all rows in each warpgroup)
-// only up to N = 16 (bindings.cpp refuses more).
+// Groups of 2 x 32 rows take the heads-on-M form unless turned off (bindings.cpp). Otherwise
+// FP8 with rows split over the warpgroups runs the dims split; KV split (all rows in each
+// warpgroup) only up to N = 16 (bindings.cpp refuses more).
 template <class T, int N, bool kFp8>
 int launch_decode_impl(const DecodeParams& p, void* stream) {
+  if constexpr (N == 32) {
+    if (p.heads_on_m) return launch_decode_form<T, N, kFp8, false, true>(p, stream);
+  }
   if constexpr (!kFp8) {
-    if constexpr (N == 32) {
-      if (p.heads_on_m) return launch_decode_form<T, N, false, false, true>(p, stream);
-    }
     return launch_decode_form<T, N, false, false>(p, stream);
   } else {
-    if constexpr (N == 32) {
-      if (p.heads_on_m) return launch_decode_form<T, N, true, false, true>(p, stream);
-    }
     if (!p.kv_split) return launch_decode_form<T, N, true, true>(p, stream);
     if constexpr (N <= 16) return launch_decode_form<T, N, true, false>(p, stream);
     return int(cudaErrorInvalidValue);
