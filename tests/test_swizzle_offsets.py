@@ -53,7 +53,26 @@ void sixteen_bit(const char* what) {
   }
 }
 
+// The transposed consumers' P^T: [rows][64], a thread's value (v0, v1, j) at row
+// n = 2 (lane % 4) + v0 + 8 j, column m = 16 warp + lane / 4 + 8 v1.
+template <class E, int kRows>
+void p_transposed() {
+  using P = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<E>{}, Shape<Int<kRows>, _64>{}));
+  for (int warp = 0; warp < 4; ++warp)
+    for (int lane = 0; lane < 32; ++lane)
+      for (int i = 0; i < kRows * 64 / 128; ++i) {
+        const int v0 = i % 2, v1 = (i / 2) % 2, j = i / 4;
+        const int n = 2 * (lane % 4) + v0 + 8 * j, m = 16 * warp + lane / 4 + 8 * v1;
+        expect("P^T", n, m, cute_offset<E>(P{}, n, m), pt_thread_base(warp, lane) + pt_value_offset(v0, v1, j));
+      }
+}
+
 int main() {
+  p_transposed<cutlass::bfloat16_t, 8>();
+  p_transposed<cutlass::bfloat16_t, 16>();
+  p_transposed<cutlass::half_t, 24>();
+  p_transposed<cutlass::half_t, 32>();
+  p_transposed<cutlass::half_t, 64>();  // the e4m3 dims split's [2N][64] buffer at N = 32
   sixteen_bit<cutlass::bfloat16_t>("bf16 tile");
   sixteen_bit<cutlass::half_t>("fp16 tile");
   using Fp8 = cutlass::float_e4m3_t;

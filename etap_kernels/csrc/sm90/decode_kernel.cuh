@@ -747,13 +747,15 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           }
         }
 
-        // P^T to shared memory as the B operand (N x 64, K-major).
+        // P^T to shared memory as the B operand (N x 64, K-major), by shared-window address
+        // (swizzle.cuh; the swizzled tensor's element access compiles to generic stores).
+        {
+          const uint32_t p_base = smem_addr(ss.p[wg]) + pt_thread_base(warp, lane);
 #pragma unroll
-        for (int i = 0; i < size(accS); ++i) {
-          const int v0 = i % 2, v1 = (i / 2) % 2, j = i / 4;
-          const int m = 16 * warp + lane / 4 + 8 * v1;
-          const int n = 2 * (lane % 4) + v0 + 8 * j;
-          sP(n, m) = static_cast<MmaT>(accS(i));
+          for (int i = 0; i < size(accS); ++i) {
+            const int v0 = i % 2, v1 = (i / 2) % 2, j = i / 4;
+            st_shared_u16(p_base + pt_value_offset(v0, v1, j), static_cast<MmaT>(accS(i)).raw());
+          }
         }
         fence_proxy_async();
         named_barrier_sync(bar_id, 128);
@@ -762,18 +764,14 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         // factors; then both warpgroups' are there (a 256-thread barrier). A parity's buffers
         // are rewritten two tiles later, after the other warpgroup has passed the next barrier,
         // which it does only once its O^T of this tile has completed.
-        // Element (n, m) of the 128B-swizzled [2N][64] fp16 tile sits at byte (n / 8) 1024 +
-        // (n % 8) 128 + ((m / 8) ^ (n % 8)) 16 + (m % 8) 2. For this thread's values
-        // n = wg N + 2 q + v0 + 8 j and m = 16 warp + g + 8 v1, that is one base plus constants
-        // (spelled out: through the layout, ptxas kept 16 addresses live and spilled them).
+        // This warpgroup's rows start at row wg N (N / 8 atoms of 1024 bytes); the stores go
+        // by shared-window address (swizzle.cuh: pt_thread_base, pt_value_offset).
         {
-          const int q = lane % 4, g = lane / 4;
-          char* p_base = reinterpret_cast<char*>(ss.p[it & 1]) + (wg * N / 8) * 1024 + 2 * q * 128 +
-                         2 * (warp ^ q) * 16 + 2 * g;
+          const uint32_t p_base = smem_addr(ss.p[it & 1]) + (wg * N / 8) * 1024 + pt_thread_base(warp, lane);
 #pragma unroll
           for (int i = 0; i < size(accS); ++i) {
             const int v0 = i % 2, v1 = (i / 2) % 2, j = i / 4;
-            *reinterpret_cast<MmaT*>(p_base + j * 1024 + v0 * 128 + (v0 ^ v1) * 16) = static_cast<MmaT>(accS(i));
+            st_shared_u16(p_base + pt_value_offset(v0, v1, j), static_cast<MmaT>(accS(i)).raw());
           }
         }
         if (warp == 0 && lane < 4) {

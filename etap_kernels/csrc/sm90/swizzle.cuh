@@ -12,4 +12,14 @@ __host__ __device__ constexpr int sw128_unit_offset(int r, int u, int rows = 64)
   return (u >> 3) * (rows * 128) + r * 128 + (((u & 7) ^ (r & 7)) << 4);
 }
 
+// P^T of the transposed consumers: element (n, m) of a 16-bit [rows][64] K-major tile sits at
+// byte (n / 8) 1024 + (n % 8) 128 + ((m / 8) ^ (n % 8)) 16 + (m % 8) 2. A thread's S^T
+// accumulator value (v0, v1, j) is element n = 2 (lane % 4) + v0 + 8 j, m = 16 warp + lane / 4
+// + 8 v1, at pt_thread_base(warp, lane) + pt_value_offset(v0, v1, j): one base per thread,
+// the rest constants (through the layout, ptxas kept 16 addresses live and spilled them).
+__host__ __device__ constexpr int pt_thread_base(int warp, int lane) {
+  return 2 * (lane % 4) * 128 + 2 * (warp ^ (lane % 4)) * 16 + 2 * (lane / 4);
+}
+__host__ __device__ constexpr int pt_value_offset(int v0, int v1, int j) { return j * 1024 + v0 * 128 + ((v0 ^ v1) << 4); }
+
 }  // namespace etap::sm90
