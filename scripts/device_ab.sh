@@ -2,8 +2,9 @@
 # A/B of revisions on the device: this tree ("next") against other revisions unpacked in ignored
 # folders (carry them):  rm -rf .ab_base && mkdir .ab_base && git archive REV | tar -x -C .ab_base
 # TREES: name=folder pairs (folders relative to this tree), default "next=. main=.ab_base"; e.g. "s8=. main=.ab_base pt=.ab_pt".
-# All trees are built side by side. TESTK: a pytest -k expression run on every tree but "main"
-# first (decode suites, bf16 and e4m3); the timing is skipped if one fails. Then the quick grid
+# All trees are built side by side. TESTK: a pytest -k expression run first (decode suites, bf16
+# and e4m3) on TEST_TREES (default: every tree but "main"); the timing is skipped if one fails.
+# TIMEOUT: seconds per test or bench process (default 300). Then the quick grid
 # (--rounds 2, FlashMLA as the same-process reference) runs as separate processes, the trees in
 # turn, twice. KVS: cache dtypes (default "bf16 fp8"); WHERE: a bench_decode.py --where filter;
 # VARIANTS: its --variants (e.g. heads_on_m=0). The tables go to stdout, each line prefixed by the
@@ -26,8 +27,11 @@ echo "built $TREES: $((SECONDS - t0)) s"
 if [ -n "${TESTK:-}" ]; then
   for tree in $TREES; do
     name=${tree%%=*}; d=$(cd $ROOT/${tree#*=} && pwd)
-    [ $name = main ] && continue
-    (cd $d && ETAP_REQUIRE_GPU=1 PYTHONPATH=/tmp/cs:$d timeout 300 python3 -m pytest -q -x -p no:warnings \
+    case " ${TEST_TREES:-$(echo $TREES | tr ' ' '\n' | grep -v '^main=' | cut -d= -f1 | tr '\n' ' ')} " in
+      *" $name "*) ;;
+      *) continue ;;
+    esac
+    (cd $d && ETAP_REQUIRE_GPU=1 PYTHONPATH=/tmp/cs:$d timeout ${TIMEOUT:-300} python3 -m pytest -q -x -p no:warnings \
       tests/test_decode_gpu.py tests/test_decode_fp8_gpu.py -k "$TESTK" > /tmp/ab_tests_$name.log 2>&1)
     rc=$?
     tail -3 /tmp/ab_tests_$name.log | sed "s/^/$name tests: /"
@@ -39,7 +43,7 @@ for KV in ${KVS:-bf16 fp8}; do
  for i in 1 2; do
   for tree in $TREES; do
    name=${tree%%=*}; d=$(cd $ROOT/${tree#*=} && pwd)
-   (cd $d && PYTHONPATH=/tmp/cs:$d timeout 200 python3 scripts/bench_decode.py --grid quick --kv $KV --peers flashmla \
+   (cd $d && PYTHONPATH=/tmp/cs:$d timeout ${TIMEOUT:-300} python3 scripts/bench_decode.py --grid quick --kv $KV --peers flashmla \
       --rounds 2 --out /tmp/ab_$name$i ${WHERE:+--where "$WHERE"} ${VARIANTS:+--variants "$VARIANTS"} \
       > /tmp/ab_${KV}_${name}_$i.log 2>&1; grep -E '\|' /tmp/ab_${KV}_${name}_$i.log | sed "s/^/$name-$i /" | tee -a $OUT/ab_${KV}.txt \
       || tail -5 /tmp/ab_${KV}_${name}_$i.log)
