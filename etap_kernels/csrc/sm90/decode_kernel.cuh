@@ -171,25 +171,33 @@ struct Piece {
 };
 
 // Diagnostics only (-DETAP_TRACE, scripts/trace_case.py): thread 0 of each warpgroup of CTA
-// (0, 0) records clock64() at fixed points of its loop and prints them when it is done.
+// (0, 0) records clock64() at fixed points of its loop; they are printed after the kernel.
 #ifdef ETAP_TRACE
+// The marks go to global memory and a separate one-thread kernel prints them after the decode
+// kernel: a printf (a function call) inside the decode kernel would make ptxas serialise every
+// WGMMA of it (C7510), so the trace would time a different kernel.
+constexpr int kTraceMax = 1024, kTraceWho = 3, kTraceCtas = 8192;
+__device__ long long g_trace[kTraceWho][kTraceMax];
+__device__ int g_trace_n[kTraceWho];
+__device__ long long g_trace_cta[kTraceCtas][6];  // x, y, start ns, span ns, span cycles, tiles
+__device__ int g_trace_ctas;
 struct Trace {
-  static constexpr int kMax = 1024;
-  long long v[kMax];
+  long long v[kTraceMax];
   int n = 0;
   bool on = false;
   __device__ void mark(int event) {
-    if (on && n < kMax) v[n++] = clock64() * 16 + event;
+    if (on && n < kTraceMax) v[n++] = clock64() * 16 + event;
   }
   __device__ void dump(int who) {
-    if (on)
-      for (int i = 0; i < n; ++i) printf("ETAP_TRACE %d %d %lld\n", who, int(v[i] & 15), v[i] >> 4);
+    if (!on) return;
+    for (int i = 0; i < n; ++i) g_trace[who][i] = v[i];
+    g_trace_n[who] = n;
   }
 };
 #define ETAP_TRACE_INIT(tid) Trace trace; trace.on = blockIdx.x == 0 && blockIdx.y == 0 && (tid) == 0
 #define ETAP_MARK(event) trace.mark(event)
 #define ETAP_TRACE_DUMP(who) trace.dump(who)
-// Every CTA: thread 0 of consumer warpgroup 0 prints its span in ns (globaltimer) and cycles and
+// Every CTA: thread 0 of consumer warpgroup 0 records its span in ns (globaltimer) and cycles and
 // its tile count, so a trace shows how representative CTA (0, 0) is and the SM clock it ran at.
 __device__ __forceinline__ long long global_ns() {
   long long t;
@@ -198,9 +206,26 @@ __device__ __forceinline__ long long global_ns() {
 }
 #define ETAP_CTA_SPAN_BEGIN() const long long span_ns0 = global_ns(), span_clk0 = clock64()
 #define ETAP_CTA_SPAN_END(tid, wg, tiles)                                                            \
-  if ((tid) == 0 && (wg) == 0)                                                                       \
-  printf("ETAP_CTA %d %d %lld %lld %lld %d\n", int(blockIdx.x), int(blockIdx.y), span_ns0,           \
-         global_ns() - span_ns0, clock64() - span_clk0, tiles)
+  if ((tid) == 0 && (wg) == 0) {                                                                     \
+    const long long span_ns = global_ns() - span_ns0, span_clk = clock64() - span_clk0;              \
+    const int slot = atomicAdd(&g_trace_ctas, 1);                                                    \
+    if (slot < kTraceCtas) {                                                                         \
+      const long long row[6] = {blockIdx.x, blockIdx.y, span_ns0, span_ns, span_clk, (tiles)};       \
+      for (int i = 0; i < 6; ++i) g_trace_cta[slot][i] = row[i];                                     \
+    }                                                                                                \
+  }
+// The lines trace_case.py reads, then the buffers cleared for the next launch.
+__global__ void print_trace_kernel() {
+  for (int who = 0; who < kTraceWho; ++who) {
+    for (int i = 0; i < g_trace_n[who]; ++i)
+      printf("ETAP_TRACE %d %d %lld\n", who, int(g_trace[who][i] & 15), g_trace[who][i] >> 4);
+    g_trace_n[who] = 0;
+  }
+  for (int c = 0; c < min(g_trace_ctas, kTraceCtas); ++c)
+    printf("ETAP_CTA %d %d %lld %lld %lld %d\n", int(g_trace_cta[c][0]), int(g_trace_cta[c][1]), g_trace_cta[c][2],
+           g_trace_cta[c][3], g_trace_cta[c][4], int(g_trace_cta[c][5]));
+  g_trace_ctas = 0;
+}
 #else
 #define ETAP_TRACE_INIT(tid)
 #define ETAP_MARK(event)
@@ -1094,7 +1119,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
     if constexpr (!kFp8) mbar_arrive(&ss.q_empty);
     ++piece_idx;
   });
-  ETAP_CTA_SPAN_END(tid, wg, it);  // before the dump: CTA (0, 0)'s printf of its marks takes ms
+  ETAP_CTA_SPAN_END(tid, wg, it);
   ETAP_TRACE_DUMP(1 + wg);
 }
 
@@ -1156,6 +1181,9 @@ int launch_decode_form(const DecodeParams& p, void* stream) {
   if (err != cudaSuccess) return int(err);
   dim3 grid(p.num_parts, p.num_groups);
   kernel<<<grid, kThreads, smem, static_cast<cudaStream_t>(stream)>>>(p);
+#ifdef ETAP_TRACE
+  print_trace_kernel<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>();
+#endif
   return int(cudaGetLastError());
 }
 
