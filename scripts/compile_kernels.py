@@ -110,6 +110,18 @@ def main() -> int:
                 if not ok:
                     failed += 1
                     print(log)
+            # The objects of one build are linked into one library: a symbol defined in two of
+            # them (a non-static kernel or __device__ variable in a header) fails here too.
+            for extra, group in (((), sources), (("-DETAP_TRACE",), trace)):
+                objs = [out_dir / (src.stem + "".join(extra) + ".o") for src in group]
+                if len(objs) > 1 and all(o.exists() for o in objs):
+                    proc = subprocess.run(["ld", "-r", "-o", str(out_dir / f"link{''.join(extra)}.o"), *map(str, objs)],
+                                          capture_output=True, text=True)
+                    what = f"link of the {len(objs)} {'trace ' if extra else ''}kernel objects (ld -r)"
+                    print(f"{'ok' if proc.returncode == 0 else 'FAILED':6s} {what}")
+                    if proc.returncode != 0:
+                        failed += 1
+                        print(proc.stdout + proc.stderr)
         cmd = bindings_cmd()
         if cmd is None:
             print("skip   etap_kernels/csrc/bindings.cpp (needs torch's and the CUDA toolkit's headers)")
@@ -119,7 +131,7 @@ def main() -> int:
             if proc.returncode != 0:
                 failed += 1
                 print(proc.stdout + proc.stderr)
-    total = len(sources) + len(TRACE_SOURCES) + 1
+    total = len(sources) + len(TRACE_SOURCES) + 3  # + the two link checks and the bindings
     print(f"compile check: {'all sources compiled' if not failed else f'{failed} of {total} sources FAILED'}")
     return 1 if failed else 0
 

@@ -177,10 +177,10 @@ struct Piece {
 // kernel: a printf (a function call) inside the decode kernel would make ptxas serialise every
 // WGMMA of it (C7510), so the trace would time a different kernel.
 constexpr int kTraceMax = 1024, kTraceWho = 3, kTraceCtas = 8192;
-__device__ long long g_trace[kTraceWho][kTraceMax];
-__device__ int g_trace_n[kTraceWho];
-__device__ long long g_trace_cta[kTraceCtas][6];  // x, y, start ns, span ns, span cycles, tiles
-__device__ int g_trace_ctas;
+static __device__ long long g_trace[kTraceWho][kTraceMax];
+static __device__ int g_trace_n[kTraceWho];
+static __device__ long long g_trace_cta[kTraceCtas][6];  // x, y, start ns, span ns, span cycles, tiles
+static __device__ int g_trace_ctas;
 struct Trace {
   long long v[kTraceMax];
   int n = 0;
@@ -215,7 +215,7 @@ __device__ __forceinline__ long long global_ns() {
     }                                                                                                \
   }
 // The lines trace_case.py reads, then the buffers cleared for the next launch.
-__global__ void print_trace_kernel() {
+static __global__ void print_trace_kernel() {
   for (int who = 0; who < kTraceWho; ++who) {
     for (int i = 0; i < g_trace_n[who]; ++i)
       printf("ETAP_TRACE %d %d %lld\n", who, int(g_trace[who][i] & 15), g_trace[who][i] >> 4);
