@@ -762,6 +762,15 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         accS(i) = pr;
         l_run[c] += pr;
       }
+      // P^T (this thread's S^T values) into the [rows][64] K-major tile at shared address
+      // `tile`, by shared-window address (swizzle.cuh; the swizzled tensor's element access
+      // compiles to generic stores).
+      auto store_pt = [&](uint32_t tile) {
+        const uint32_t base = tile + pt_thread_base(warp, lane);
+#pragma unroll
+        for (int i = 0; i < size(accS); ++i)
+          st_shared_u16(base + pt_value_offset(i % 2, (i / 2) % 2, i / 4), static_cast<MmaT>(accS(i)).raw());
+      };
       if constexpr (!kSplitDims) {
 #pragma unroll
         for (int mi = 0; mi < size<1>(accO); ++mi) {
@@ -772,16 +781,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
           }
         }
 
-        // P^T to shared memory as the B operand (N x 64, K-major), by shared-window address
-        // (swizzle.cuh; the swizzled tensor's element access compiles to generic stores).
-        {
-          const uint32_t p_base = smem_addr(ss.p[wg]) + pt_thread_base(warp, lane);
-#pragma unroll
-          for (int i = 0; i < size(accS); ++i) {
-            const int v0 = i % 2, v1 = (i / 2) % 2, j = i / 4;
-            st_shared_u16(p_base + pt_value_offset(v0, v1, j), static_cast<MmaT>(accS(i)).raw());
-          }
-        }
+        store_pt(smem_addr(ss.p[wg]));  // P^T as the B operand (N x 64, K-major)
         fence_proxy_async();
         named_barrier_sync(bar_id, 128);
       } else {
@@ -789,16 +789,8 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
         // factors; then both warpgroups' are there (a 256-thread barrier). A parity's buffers
         // are rewritten two tiles later, after the other warpgroup has passed the next barrier,
         // which it does only once its O^T of this tile has completed.
-        // This warpgroup's rows start at row wg N (N / 8 atoms of 1024 bytes); the stores go
-        // by shared-window address (swizzle.cuh: pt_thread_base, pt_value_offset).
-        {
-          const uint32_t p_base = smem_addr(ss.p[it & 1]) + (wg * N / 8) * 1024 + pt_thread_base(warp, lane);
-#pragma unroll
-          for (int i = 0; i < size(accS); ++i) {
-            const int v0 = i % 2, v1 = (i / 2) % 2, j = i / 4;
-            st_shared_u16(p_base + pt_value_offset(v0, v1, j), static_cast<MmaT>(accS(i)).raw());
-          }
-        }
+        // This warpgroup's rows start at row wg N (N / 8 atoms of 1024 bytes).
+        store_pt(smem_addr(ss.p[it & 1]) + (wg * N / 8) * 1024);
         if (warp == 0 && lane < 4) {
 #pragma unroll
           for (int c = 0; c < kCols; ++c) ss.row_x[it & 1][wg * N + col_of(c)] = alpha[c];
