@@ -87,16 +87,21 @@ __global__ void __launch_bounds__(Shape::kThreads) combine_kernel(const __grid_c
     // in the same round as its partial rows, and merges them online: no block-wide reductions,
     // and one round of loads instead of lse first, then the partials.
     constexpr int kB = 2 * kBatch;
+    const int lse_stride = p.num_groups * kRowsPerCta;
+    const float* lse_k = p.lse_accum + (int64_t(first) * p.num_groups + g) * kRowsPerCta + local;
+    const float* o_k = base;
     float m = -INFINITY, sum = 0.f;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int k0 = 0; k0 < count; k0 += kB) {
+    for (int k0 = 0; k0 < count; k0 += kB, lse_k += kB * lse_stride, o_k += kB * slot_stride) {
       float l[kB];
       float4 v[kB];
 #pragma unroll
       for (int j = 0; j < kB; ++j) {
-        const int k = min(k0 + j, count - 1);  // past the end: slot count - 1 again, weight 0 below
-        l[j] = k0 + j < count ? lse_of(k) : -INFINITY;
-        v[j] = *reinterpret_cast<const float4*>(base + k * slot_stride);
+        // Predicated: past the end nothing is loaded (weight 0 below); a batch is mostly past
+        // the end when sequences are split only 2-3 ways.
+        const bool ok = k0 + j < count;
+        l[j] = ok ? lse_k[j * lse_stride] : -INFINITY;
+        v[j] = ok ? *reinterpret_cast<const float4*>(o_k + j * slot_stride) : make_float4(0.f, 0.f, 0.f, 0.f);
       }
       float mb = m;
 #pragma unroll
