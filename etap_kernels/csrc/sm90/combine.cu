@@ -5,6 +5,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "../etap_params.h"
 
 namespace etap {
@@ -86,44 +88,50 @@ __global__ void __launch_bounds__(Shape::kThreads) combine_kernel(const __grid_c
     // Narrow: every thread reads all the slots' lse itself (the same addresses across the block)
     // in the same round as its partial rows, and merges them online: no block-wide reductions,
     // and one round of loads instead of lse first, then the partials.
-    constexpr int kB = 2 * kBatch;
     const int lse_stride = p.num_groups * kRowsPerCta;
     const float* lse_k = p.lse_accum + (int64_t(first) * p.num_groups + g) * kRowsPerCta + local;
     const float* o_k = base;
     float m = -INFINITY, sum = 0.f;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int k0 = 0; k0 < count; k0 += kB, lse_k += kB * lse_stride, o_k += kB * slot_stride) {
-      float l[kB];
-      float4 v[kB];
+    // kB slots per round of loads: 4 when the sequence is split at most 4 ways (as at b = 64,
+    // 4K: 2), so the unrolled round is not mostly predicated-off work; else 16.
+    auto merge = [&](auto batch) {
+      constexpr int kB = decltype(batch)::value;
+      for (int k0 = 0; k0 < count; k0 += kB, lse_k += kB * lse_stride, o_k += kB * slot_stride) {
+        float l[kB];
+        float4 v[kB];
 #pragma unroll
-      for (int j = 0; j < kB; ++j) {
-        // Predicated: past the end nothing is loaded (weight 0 below); a batch is mostly past
-        // the end when sequences are split only 2-3 ways.
-        const bool ok = k0 + j < count;
-        l[j] = ok ? lse_k[j * lse_stride] : -INFINITY;
-        v[j] = ok ? *reinterpret_cast<const float4*>(o_k + j * slot_stride) : make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int j = 0; j < kB; ++j) {
+          // Predicated: past the end nothing is loaded (weight 0 below); a batch is mostly past
+          // the end when sequences are split only 2-3 ways.
+          const bool ok = k0 + j < count;
+          l[j] = ok ? lse_k[j * lse_stride] : -INFINITY;
+          v[j] = ok ? *reinterpret_cast<const float4*>(o_k + j * slot_stride) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        float mb = m;
+#pragma unroll
+        for (int j = 0; j < kB; ++j) mb = fmaxf(mb, l[j]);
+        if (mb == -INFINITY) continue;  // no keys in any slot so far
+        const float x = exp2f(m - mb);  // 0 while m is still -inf
+        sum *= x;
+        acc.x *= x;
+        acc.y *= x;
+        acc.z *= x;
+        acc.w *= x;
+#pragma unroll
+        for (int j = 0; j < kB; ++j) {
+          const float w = exp2f(l[j] - mb);  // 0 for slots past the end
+          sum += w;
+          acc.x += w * v[j].x;
+          acc.y += w * v[j].y;
+          acc.z += w * v[j].z;
+          acc.w += w * v[j].w;
+        }
+        m = mb;
       }
-      float mb = m;
-#pragma unroll
-      for (int j = 0; j < kB; ++j) mb = fmaxf(mb, l[j]);
-      if (mb == -INFINITY) continue;  // no keys in any slot so far
-      const float x = exp2f(m - mb);  // 0 while m is still -inf
-      sum *= x;
-      acc.x *= x;
-      acc.y *= x;
-      acc.z *= x;
-      acc.w *= x;
-#pragma unroll
-      for (int j = 0; j < kB; ++j) {
-        const float w = exp2f(l[j] - mb);  // 0 for slots past the end
-        sum += w;
-        acc.x += w * v[j].x;
-        acc.y += w * v[j].y;
-        acc.z += w * v[j].z;
-        acc.w += w * v[j].w;
-      }
-      m = mb;
-    }
+    };
+    if (count <= 4) merge(std::integral_constant<int, 4>{});
+    else merge(std::integral_constant<int, 2 * kBatch>{});
     const float inv = m == -INFINITY ? 0.f : 1.f / sum;
     write(make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv), m, sum);
     return;
