@@ -5,6 +5,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "../etap_params.h"
 
 namespace etap {
@@ -70,6 +72,70 @@ __global__ void __launch_bounds__(Shape::kThreads) combine_kernel(const __grid_c
     __syncthreads();
     return r;
   };
+  const int tok = row / p.h_q, head = row % p.h_q;
+  T* out = static_cast<T*>(p.out) + i * p.out_stride[0] + tok * p.out_stride[1] + head * p.out_stride[2];
+  const float* base = p.o_accum + ((int64_t(first) * p.num_groups + g) * kRowsPerCta + local) * kDimV + col * 4;
+  const int64_t slot_stride = int64_t(p.num_groups) * kRowsPerCta * kDimV;
+  auto write = [&](float4 acc, float m, float sum) {
+    alignas(8) T v[4] = {from_float<T>(acc.x), from_float<T>(acc.y), from_float<T>(acc.z), from_float<T>(acc.w)};
+    *reinterpret_cast<uint2*>(out + col * 4) = *reinterpret_cast<const uint2*>(v);
+    if (col == 0) {  // chunk 0, thread 0
+      p.lse[i * p.lse_stride[0] + head * p.lse_stride[1] + tok * p.lse_stride[2]] =
+          m == -INFINITY ? -INFINITY : (m + log2f(sum)) * 0.6931471805599453f;
+    }
+  };
+  if constexpr (kSlices == 1) {
+    // Narrow: every thread reads all the slots' lse itself (the same addresses across the block)
+    // in the same round as its partial rows, and merges them online: no block-wide reductions,
+    // and one round of loads instead of lse first, then the partials.
+    const int lse_stride = p.num_groups * kRowsPerCta;
+    const float* lse_k = p.lse_accum + (int64_t(first) * p.num_groups + g) * kRowsPerCta + local;
+    const float* o_k = base;
+    float m = -INFINITY, sum = 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    // kB slots per round of loads: 4 when the sequence is split at most 4 ways (as at b = 64,
+    // 4K: 2), so the unrolled round is not mostly predicated-off work; else 16.
+    auto merge = [&](auto batch) {
+      constexpr int kB = decltype(batch)::value;
+      for (int k0 = 0; k0 < count; k0 += kB, lse_k += kB * lse_stride, o_k += kB * slot_stride) {
+        float l[kB];
+        float4 v[kB];
+#pragma unroll
+        for (int j = 0; j < kB; ++j) {
+          // Predicated: past the end nothing is loaded (weight 0 below); a batch is mostly past
+          // the end when sequences are split only 2-3 ways.
+          const bool ok = k0 + j < count;
+          l[j] = ok ? lse_k[j * lse_stride] : -INFINITY;
+          v[j] = ok ? *reinterpret_cast<const float4*>(o_k + j * slot_stride) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        float mb = m;
+#pragma unroll
+        for (int j = 0; j < kB; ++j) mb = fmaxf(mb, l[j]);
+        if (mb == -INFINITY) continue;  // no keys in any slot so far
+        const float x = exp2f(m - mb);  // 0 while m is still -inf
+        sum *= x;
+        acc.x *= x;
+        acc.y *= x;
+        acc.z *= x;
+        acc.w *= x;
+#pragma unroll
+        for (int j = 0; j < kB; ++j) {
+          const float w = exp2f(l[j] - mb);  // 0 for slots past the end
+          sum += w;
+          acc.x += w * v[j].x;
+          acc.y += w * v[j].y;
+          acc.z += w * v[j].z;
+          acc.w += w * v[j].w;
+        }
+        m = mb;
+      }
+    };
+    if (count <= 4) merge(std::integral_constant<int, 4>{});
+    else merge(std::integral_constant<int, 2 * kBatch>{});
+    const float inv = m == -INFINITY ? 0.f : 1.f / sum;
+    write(make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv), m, sum);
+    return;
+  }
   float mine = -INFINITY;
   for (int k = tid; k < count; k += kCombineThreads) mine = fmaxf(mine, lse_of(k));
   const float m = block_reduce(mine, true);
@@ -80,8 +146,6 @@ __global__ void __launch_bounds__(Shape::kThreads) combine_kernel(const __grid_c
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   if (m != -INFINITY) {
     const float inv = 1.f / sum;
-    const float* base = p.o_accum + ((int64_t(first) * p.num_groups + g) * kRowsPerCta + local) * kDimV + col * 4;
-    const int64_t slot_stride = int64_t(p.num_groups) * kRowsPerCta * kDimV;
     for (int k0 = 0; k0 < count; k0 += kWeightChunk) {
       __syncthreads();  // the previous chunk's weights are no longer read
       for (int k = tid; k < kWeightChunk; k += kCombineThreads)
@@ -119,14 +183,7 @@ __global__ void __launch_bounds__(Shape::kThreads) combine_kernel(const __grid_c
     acc.z += o.z;
     acc.w += o.w;
   }
-  const int tok = row / p.h_q, head = row % p.h_q;
-  T* out = static_cast<T*>(p.out) + i * p.out_stride[0] + tok * p.out_stride[1] + head * p.out_stride[2];
-  alignas(8) T v[4] = {from_float<T>(acc.x), from_float<T>(acc.y), from_float<T>(acc.z), from_float<T>(acc.w)};
-  *reinterpret_cast<uint2*>(out + col * 4) = *reinterpret_cast<const uint2*>(v);
-  if (col == 0) {  // chunk 0, thread 0
-    p.lse[i * p.lse_stride[0] + head * p.lse_stride[1] + tok * p.lse_stride[2]] =
-        m == -INFINITY ? -INFINITY : (m + log2f(sum)) * 0.6931471805599453f;
-  }
+  write(acc, m, sum);
 }
 
 }  // namespace

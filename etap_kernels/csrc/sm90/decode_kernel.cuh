@@ -285,6 +285,10 @@ __device__ __forceinline__ void producer(const DecodeParams& p, S& ss, int part,
   const KvT* k_rope = static_cast<const KvT*>(p.k_rope);
   int it = 0, piece_idx = 0;
   ETAP_TRACE_INIT(tid);
+  if (p.use_tma && tid == 0) {
+    prefetch_tensormap(&p.tma_nope);
+    prefetch_tensormap(&p.tma_rope);
+  }
 
   for_each_piece(p, part, [&](const Piece& pc) {
     const int len = effective_len(p, pc.batch);
