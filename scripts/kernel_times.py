@@ -13,6 +13,7 @@ import json
 import statistics
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -65,7 +66,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     bench.set_warmup(0.1)
     flashmla = bench.load_flashmla_fp8() if args.kv == "fp8" else bench.load_flashmla()
-    out = dict(device=torch.cuda.get_device_name(), kv=args.kv, rows=[])
+    out = dict(device=torch.cuda.get_device_name(), date=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+               command="python " + " ".join(sys.argv), torch=torch.__version__, kv=args.kv, rows=[])
     for row in bench.grid("quick"):
         if not eval(args.where, {}, dict(dict(mixed=False), **row)):  # noqa: S307 - dev tool
             continue
