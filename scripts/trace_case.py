@@ -40,8 +40,12 @@ STEPS = [
     (11, 12, "heads on M, other: next tile's S issued early (or not)"),
     (12, 13, "heads on M, other: wait for the owner's P"),
     (13, 14, "heads on M, other: rescale, O WGMMAs (and a late S)"),
+    # the start of the CTA's work (15: the role starts, after the register split)
+    (15, 3, "start to its first piece's Q ready"),
+    (15, 5, "start to its first tile landed"),
 ]
-PRODUCER_STEPS = [(1, 2, "wait for a free stage (empty barrier)"), (2, 1, "issue copies, next page ids")]
+PRODUCER_STEPS = [(1, 2, "wait for a free stage (empty barrier)"), (2, 1, "issue copies, next page ids"),
+                  (15, 2, "start to its first stage granted (page ids fetched)")]
 
 
 def parse(text: str) -> dict:

@@ -42,3 +42,14 @@ def test_parse_ctas_spans_clock_and_cycles_per_tile():
     assert r["clock_mhz"] == {"min": 1800.0, "median": 1800.0, "max": 1980.0}
     assert r["cycles_per_tile"] == {"min": 4400.0, "median": 4500.0, "max": 4500.0}
     assert trace_case.parse_ctas("ETAP_TRACE 0 1 5") == {}
+
+
+def test_start_mark_times_the_first_grant_q_and_tile():
+    # 15 = the role starts; the producer's first grant, the consumer's Q and first tile after it
+    text = "\n".join(["ETAP_TRACE 0 15 100", "ETAP_TRACE 0 1 900", "ETAP_TRACE 0 2 1000",
+                      "ETAP_TRACE 1 15 120", "ETAP_TRACE 1 3 700", "ETAP_TRACE 1 4 710", "ETAP_TRACE 1 5 3120"])
+    res = trace_case.summarize(trace_case.parse(text))
+    assert res["producer"]["steps"]["start to its first stage granted (page ids fetched)"]["median"] == 900
+    steps = res["consumer warpgroup 0"]["steps"]
+    assert steps["start to its first piece's Q ready"]["median"] == 580
+    assert steps["start to its first tile landed"]["median"] == 3000

@@ -235,7 +235,8 @@ static __global__ void print_trace_kernel() {
 #endif
 // Trace events: producer 1 = waits for a free stage, 2 = has it; consumer 3 = piece starts
 // (Q ready), 4 = waits for a tile, 5 = has it, 6 = S^T done, 7 = column max reduced,
-// 8 = P^T in shared memory, 9 = O^T done, 10 = piece written.
+// 8 = P^T in shared memory, 9 = O^T done, 10 = piece written; 15 = the role starts (every role,
+// after the register split), so a trace also times the start of a CTA's work.
 
 __device__ __forceinline__ int num_tiles_of(int len) {
   return len <= 0 ? 1 : (len + kTileKV - 1) / kTileKV;
@@ -285,6 +286,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, S& ss, int part,
   const KvT* k_rope = static_cast<const KvT*>(p.k_rope);
   int it = 0, piece_idx = 0;
   ETAP_TRACE_INIT(tid);
+  ETAP_MARK(15);
   if (p.use_tma && tid == 0) {
     prefetch_tensormap(&p.tma_nope);
     prefetch_tensormap(&p.tma_rope);
@@ -551,6 +553,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
 
   int it = 0, piece_idx = 0, red_parity = 0;
   ETAP_TRACE_INIT(tid);
+  ETAP_MARK(15);
   ETAP_CTA_SPAN_BEGIN();
   for_each_piece(p, part, [&](const Piece& pc) {
     const int len = effective_len(p, pc.batch);

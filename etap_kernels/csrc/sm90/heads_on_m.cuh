@@ -167,6 +167,7 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, S& ss
 
   int it = 0, piece_idx = 0;
   ETAP_TRACE_INIT(tid);
+  ETAP_MARK(15);
   ETAP_CTA_SPAN_BEGIN();
   for_each_piece(p, part, [&](const Piece& pc) __attribute__((always_inline)) {
     const int len = effective_len(p, pc.batch);
