@@ -45,6 +45,10 @@ STEPS = [
     (15, 5, "start to its first tile landed"),
 ]
 PRODUCER_STEPS = [(1, 2, "wait for a free stage (empty barrier)"), (2, 1, "issue copies, next page ids"),
+                  # the producer's own 6, 7, 8 split that step (whole tiles)
+                  (2, 6, "  of which: issue a whole tile's copies, arrive on full"),
+                  (6, 7, "  of which: next page ids prefetched, wait for this tile's"),
+                  (7, 8, "  of which: page check (128-thread barrier)"),
                   (15, 2, "start to its first stage granted (page ids fetched)")]
 
 

@@ -53,3 +53,14 @@ def test_start_mark_times_the_first_grant_q_and_tile():
     steps = res["consumer warpgroup 0"]["steps"]
     assert steps["start to its first piece's Q ready"]["median"] == 580
     assert steps["start to its first tile landed"]["median"] == 3000
+
+
+def test_producer_marks_split_the_issue_step():
+    # producer: 1 wait, 2 granted, 6 copies issued, 7 page ids landed, 8 page check passed, 1 ...
+    text = "\n".join(f"ETAP_TRACE 0 {e} {c}" for e, c in
+                     ((1, 0), (2, 100), (6, 160), (7, 900), (8, 950), (1, 951), (2, 1000)))
+    steps = trace_case.summarize(trace_case.parse(text))["producer"]["steps"]
+    assert steps["issue copies, next page ids"]["median"] == 851
+    assert steps["  of which: issue a whole tile's copies, arrive on full"]["median"] == 60
+    assert steps["  of which: next page ids prefetched, wait for this tile's"]["median"] == 740
+    assert steps["  of which: page check (128-thread barrier)"]["median"] == 50

@@ -236,7 +236,9 @@ static __global__ void print_trace_kernel() {
 // Trace events: producer 1 = waits for a free stage, 2 = has it; consumer 3 = piece starts
 // (Q ready), 4 = waits for a tile, 5 = has it, 6 = S^T done, 7 = column max reduced,
 // 8 = P^T in shared memory, 9 = O^T done, 10 = piece written; 15 = the role starts (every role,
-// after the register split), so a trace also times the start of a CTA's work.
+// after the register split), so a trace also times the start of a CTA's work. The producer's
+// own 6 = a whole tile's copies issued, 7 = the next tile's page ids landed, 8 = its page check
+// (a 128-thread barrier) passed.
 
 __device__ __forceinline__ int num_tiles_of(int len) {
   return len <= 0 ? 1 : (len + kTileKV - 1) / kTileKV;
@@ -349,6 +351,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, S& ss, int part,
       const int stage = it % kStages;
       prefetch_pages(t + S::kPageAhead, it + S::kPageAhead);
       cp_async_wait<S::kPageAhead>();  // this tile's page ids have landed
+      ETAP_MARK(7);
       // Page id of row r, or -1 (past the length, outside the table, or an invalid id).
       const int* ring = ss.page_ring[it % S::kPageRing];
       auto page_at = [&](int r) {
@@ -357,6 +360,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, S& ss, int part,
       };
       // Thread r checks its own row's entry; the barrier ANDs them: every row valid?
       const bool all_rows_valid = named_barrier_and(1, 128, tid >= kTileKV || page_at(tid) >= 0);
+      ETAP_MARK(8);
       ETAP_MARK(1);
       mbar_wait(&ss.empty[stage], ((it / kStages) & 1) ^ 1);
       ETAP_MARK(2);
@@ -395,6 +399,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, S& ss, int part,
           mbar_arrive(&ss.full[stage]);
           if constexpr (kFirstPart) mbar_arrive(&ss.full_first[stage]);
         }
+        ETAP_MARK(6);
         continue;
       }
       // Partial tiles and pages too small for bulk copies: cp.async with zero-fill.
