@@ -93,8 +93,8 @@ def warm_gpu(fn, seconds: float) -> None:
         torch.cuda.synchronize()
 
 
-def graph_time(calls, reps=7) -> float:
-    """Captures `calls` (a list of closures) in one CUDA graph; seconds per call."""
+def capture_graph(calls) -> "torch.cuda.CUDAGraph":
+    """`calls` (a list of closures) captured in one CUDA graph, after one warm-up run of each."""
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
@@ -106,7 +106,12 @@ def graph_time(calls, reps=7) -> float:
     with torch.cuda.graph(g):
         for c in calls:
             c()
-    return median_time(g.replay, reps=reps) / len(calls)
+    return g
+
+
+def graph_time(calls, reps=7) -> float:
+    """Captures `calls` in one CUDA graph; seconds per call."""
+    return median_time(capture_graph(calls).replay, reps=reps) / len(calls)
 
 
 class Case:

@@ -25,13 +25,7 @@ import bench_decode as bench  # noqa: E402
 
 def kernel_split(calls, replays: int = 5) -> dict:
     """Device time per call of each kernel name, profiled over graph replays of `calls`."""
-    g = torch.cuda.CUDAGraph()
-    for c in calls:
-        c()
-    torch.cuda.synchronize()
-    with torch.cuda.graph(g):
-        for c in calls:
-            c()
+    g = bench.capture_graph(calls)
     g.replay()
     torch.cuda.synchronize()
     from torch.profiler import ProfilerActivity, profile
