@@ -86,6 +86,16 @@ def parse_ctas(text: str) -> dict:
     )
 
 
+def cta_csv(text: str) -> str:
+    """Every CTA's ETAP_CTA row as CSV, start times relative to the earliest CTA's."""
+    rows = [tuple(int(x) for x in line.split()[1:]) for line in text.splitlines()
+            if len(line.split()) == 7 and line.split()[0] == "ETAP_CTA"]
+    t0 = min((r[2] for r in rows), default=0)
+    lines = ["block_x,block_y,start_ns,span_ns,span_cycles,tiles"]
+    lines += [f"{r[0]},{r[1]},{r[2] - t0},{r[3]},{r[4]},{r[5]}" for r in sorted(rows)]
+    return "\n".join(lines) + "\n"
+
+
 def step_cycles(seq, a: int, b: int) -> list:
     """Cycles from each event a to the next event b after it (same thread)."""
     out = []
@@ -140,6 +150,8 @@ def main(argv=None) -> int:
     ap.add_argument("--page-size", type=int, default=64)
     ap.add_argument("--kv", default="bf16", choices=("bf16", "fp8"))
     ap.add_argument("--json", default=None, help="also write the summary here")
+    ap.add_argument("--ctas", default=None, metavar="CSV",
+                    help="also write every CTA's row here (block, start ns after the first CTA's, span ns, cycles, tiles)")
     ap.add_argument("--timeline", default=None, metavar="FROM:TO",
                     help="also print every mark of the producer's tiles FROM..TO, all roles merged in time")
     args = ap.parse_args(argv)
@@ -191,6 +203,8 @@ def main(argv=None) -> int:
         print_timeline(parse(text), *(int(x) for x in args.timeline.split(":")))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
+    if args.ctas:
+        Path(args.ctas).write_text(cta_csv(text))
     return 0
 
 

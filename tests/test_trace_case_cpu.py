@@ -42,6 +42,9 @@ def test_parse_ctas_spans_clock_and_cycles_per_tile():
     assert r["clock_mhz"] == {"min": 1800.0, "median": 1800.0, "max": 1980.0}
     assert r["cycles_per_tile"] == {"min": 4400.0, "median": 4500.0, "max": 4500.0}
     assert trace_case.parse_ctas("ETAP_TRACE 0 1 5") == {}
+    csv = trace_case.cta_csv(text).splitlines()
+    assert csv[0] == "block_x,block_y,start_ns,span_ns,span_cycles,tiles"
+    assert csv[1:] == ["0,0,100,300000,540000,120", "1,0,600,200000,396000,90", "2,0,0,250000,450000,100"]
 
 
 def test_start_mark_times_the_first_grant_q_and_tile():
