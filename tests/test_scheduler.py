@@ -23,28 +23,28 @@ import random
 import pytest
 
 from etap_kernels import scheduler as S
-from etap_kernels.scheduler import FIXED_COST, cdiv, num_tiles, payload, pieces, schedule
+from etap_kernels.scheduler import FIXED_COST, FIXED_COST_FP8, cdiv, fixed_cost_tiles, num_tiles, payload, pieces, schedule
 
 
-def _brief_schedule(seqlens, num_parts):
+def _brief_schedule(seqlens, num_parts, fixed_cost=FIXED_COST):
     """Independent transcription of the algorithm that records pieces as it goes."""
     n = [max(1, cdiv(max(0, s), 64)) for s in seqlens]
     b = len(n)
-    total = sum(n) + FIXED_COST * b
-    pay = cdiv(total, num_parts) + FIXED_COST
+    total = sum(n) + fixed_cost * b
+    pay = cdiv(total, num_parts) + fixed_cost
     recorded = [[] for _ in range(num_parts)]
     i = t = 0
     for p in range(num_parts):
         rem = pay
         while i < b:
-            need = n[i] - t + FIXED_COST
+            need = n[i] - t + fixed_cost
             if need <= rem or p == num_parts - 1:
                 rem -= need
                 recorded[p].append((i, t, n[i]))
                 i += 1
                 t = 0
             else:
-                take = rem - FIXED_COST
+                take = rem - fixed_cost
                 if take > 0:
                     recorded[p].append((i, t, t + take))
                     t += take
@@ -52,13 +52,13 @@ def _brief_schedule(seqlens, num_parts):
     return recorded
 
 
-def check_schedule(seqlens, num_parts):
+def check_schedule(seqlens, num_parts, fixed_cost=FIXED_COST):
     """Asserts every invariant; returns (meta, num_splits, costs) for further checks."""
     b = len(seqlens)
     n = [num_tiles(s) for s in seqlens]
-    meta, ns = schedule(seqlens, num_parts)
-    pay = payload(seqlens, num_parts)
-    total = sum(n) + FIXED_COST * b
+    meta, ns = schedule(seqlens, num_parts, fixed_cost)
+    pay = payload(seqlens, num_parts, fixed_cost)
+    total = sum(n) + fixed_cost * b
 
     assert len(meta) == num_parts
     assert all(len(row) == 8 and row[6:] == [0, 0] for row in meta)
@@ -69,7 +69,7 @@ def check_schedule(seqlens, num_parts):
 
     parts = [list(pieces(row, n, ns)) for row in meta]
     # The meta encoding reproduces exactly the pieces the algorithm records.
-    assert [[pc[:3] for pc in part] for part in parts] == _brief_schedule(seqlens, num_parts)
+    assert [[pc[:3] for pc in part] for part in parts] == _brief_schedule(seqlens, num_parts, fixed_cost)
 
     # Consecutive parts chain: each begins where the previous ended.
     assert meta[0][:2] == [0, 0]
@@ -112,8 +112,8 @@ def check_schedule(seqlens, num_parts):
     assert sorted(slots_seen) == list(range(ns[b]))
     assert ns[b] <= 2 * (num_parts - 1) <= 2 * num_parts
 
-    costs = [sum(te - tb + FIXED_COST for _, tb, te, _ in part) for part in parts]
-    assert sum(costs) == sum(n) + FIXED_COST * len(flat)
+    costs = [sum(te - tb + fixed_cost for _, tb, te, _ in part) for part in parts]
+    assert sum(costs) == sum(n) + fixed_cost * len(flat)
     assert all(c <= pay for c in costs), (costs, pay)
     assert costs[-1] <= cdiv(total, num_parts)  # the proven bound: no overload for the last part
     return meta, ns, costs
@@ -139,13 +139,25 @@ def _random_lengths(rng: random.Random):
     return [rng.choice([1024, 4096, 8192, 32768, 65536, 131072]) for _ in range(b)]  # uniform batches
 
 
+@pytest.mark.parametrize("fixed_cost", [FIXED_COST, FIXED_COST_FP8, 0])
 @pytest.mark.parametrize("chunk", range(24))
-def test_random_invariants(chunk):
+def test_random_invariants(chunk, fixed_cost):
     rng = random.Random(1000 + chunk)
     for _ in range(50):
         lens = _random_lengths(rng)
         num_parts = rng.choice([1, 2, 3, 8, 33, 66, 132, rng.randint(1, 132)])
-        check_schedule(lens, num_parts)
+        check_schedule(lens, num_parts, fixed_cost)
+
+
+def test_fixed_cost_per_cache_type():
+    assert fixed_cost_tiles(False) == FIXED_COST == 2 and fixed_cost_tiles(True) == FIXED_COST_FP8 == 5
+    with pytest.raises(ValueError, match="fixed_cost"):
+        schedule([64], 2, -1)
+    # b16/8K: with 2 every used part takes 16 tiles; with 5 the parts take 17 and 8 of 132 stay idle
+    for cost, most, idle in ((FIXED_COST, 16, 4), (FIXED_COST_FP8, 17, 8)):
+        meta, ns = schedule([8192] * 16, 132, cost)
+        tiles = [sum(te - tb for _, tb, te, _ in pieces(r, [128] * 16, ns)) for r in meta]
+        assert max(tiles) == most and tiles.count(0) == idle
 
 
 @pytest.mark.parametrize("num_parts", [1, 2, 5, 66, 132])
