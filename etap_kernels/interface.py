@@ -25,7 +25,7 @@ from typing import Optional, Tuple
 import torch
 
 from ._build import load_extension
-from .scheduler import ROWS_PER_CTA, num_row_groups
+from .scheduler import ROWS_PER_CTA, fixed_cost_tiles, num_row_groups
 
 HEAD_DIM_QK = 576
 HEAD_DIM_V = 512
@@ -210,7 +210,7 @@ def get_mla_metadata(
     if not isinstance(is_fp8_kvcache, bool):
         raise TypeError("is_fp8_kvcache must be a bool")
     parts = num_sm_parts(num_q_tokens_per_head_k * num_heads_k, cache_seqlens.device, is_fp8_kvcache)
-    meta, num_splits = load_extension().get_metadata(cache_seqlens, parts)
+    meta, num_splits = load_extension().get_metadata(cache_seqlens, parts, fixed_cost_tiles(is_fp8_kvcache))
     return meta, num_splits
 
 

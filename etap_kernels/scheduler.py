@@ -9,8 +9,13 @@ Units
 KV is processed in tiles of ``TILE = 64`` rows. Sequence ``i`` has
 ``n[i] = max(1, cdiv(max(0, len_i), TILE))`` tiles: a sequence of length 0 (or a negative one)
 still gets one (empty) tile, so that some CTA writes its output (out = 0, lse = -inf).
-Every piece of work also costs ``FIXED_COST = 5`` tiles' worth of overhead (Q load, epilogue,
-combine), so the scheduler balances ``tiles + FIXED_COST * pieces`` per part.
+Every piece of work also costs ``fixed_cost`` tiles' worth of overhead (Q load, epilogue,
+combine), so the scheduler balances ``tiles + fixed_cost * pieces`` per part. It depends on the
+cache (``fixed_cost_tiles``): ``FIXED_COST = 2`` for a 16-bit cache, ``FIXED_COST_FP8 = 5`` for
+an e4m3 one, whose tiles are half as long while a piece's Q quantisation and epilogue are not.
+(H200, b16/64K, session 12: a CTA's second piece cost about 3 bf16 tiles and 6 e4m3 tiles. With 5,
+bf16 b16/8K left 8 CTAs idle and gave the rest 17 tiles instead of 16; 2 gained 2-5% there and
+at b64/4K. For e4m3, 2 gained 13% at b16/8K but lost 5% on mixed lengths, so e4m3 keeps 5.)
 
 Parts
 -----
@@ -19,9 +24,9 @@ Parts
 ``num_parts * num_row_groups`` CTAs fill the GPU once.
 
 ``schedule(seqlens, num_parts)`` walks the sequences in order and cuts them into consecutive
-parts of (about) equal cost ``payload = cdiv(sum(n) + FIXED_COST * b, num_parts) + FIXED_COST``.
+parts of (about) equal cost ``payload = cdiv(sum(n) + fixed_cost * b, num_parts) + fixed_cost``.
 A part finishes whole sequences while they fit; the sequence that does not fit is split: the
-part takes ``rem - FIXED_COST`` of its tiles (if that is > 0) and the next part goes on from
+part takes ``rem - fixed_cost`` of its tiles (if that is > 0) and the next part goes on from
 there. The last part takes everything that is left (by the bound below it never exceeds the
 payload anyway).
 
@@ -54,8 +59,8 @@ Bounds (proved in tests/test_scheduler.py, checked there on random inputs)
 -------------------------------------------------------------------------
 * ``num_splits[b] <= 2 * (num_parts - 1)``: each part boundary splits at most one sequence,
   and a sequence split k times has k + 1 partial pieces, so ``#slots <= 2 * #splits``.
-* Every part's cost ``sum(tiles + FIXED_COST)`` over its pieces is ``<= payload``, the last one
-  included: the last part's cost is at most ``cdiv(total, num_parts) = payload - FIXED_COST``.
+* Every part's cost ``sum(tiles + fixed_cost)`` over its pieces is ``<= payload``, the last one
+  included: the last part's cost is at most ``cdiv(total, num_parts) = payload - fixed_cost``.
 """
 
 from __future__ import annotations
@@ -63,13 +68,16 @@ from __future__ import annotations
 from typing import Iterator, List, Sequence, Tuple
 
 TILE = 64
-FIXED_COST = 5
+FIXED_COST = 2
+FIXED_COST_FP8 = 5
 ROWS_PER_CTA = 64
 META_INTS = 8
 
 __all__ = [
     "TILE",
     "FIXED_COST",
+    "FIXED_COST_FP8",
+    "fixed_cost_tiles",
     "ROWS_PER_CTA",
     "META_INTS",
     "cdiv",
@@ -105,22 +113,29 @@ def num_tiles(seqlen: int) -> int:
     return max(1, cdiv(max(0, int(seqlen)), TILE))
 
 
-def payload(seqlens: Sequence[int], num_parts: int) -> int:
-    """Target cost of one part, in tiles (FIXED_COST per piece included)."""
-    total = sum(num_tiles(s) for s in seqlens) + FIXED_COST * len(seqlens)
-    return cdiv(total, num_parts) + FIXED_COST
+def fixed_cost_tiles(fp8: bool = False) -> int:
+    """The scheduler's overhead per piece, in tiles, for a 16-bit or an e4m3 cache."""
+    return FIXED_COST_FP8 if fp8 else FIXED_COST
 
 
-def schedule(seqlens: Sequence[int], num_parts: int) -> Tuple[List[List[int]], List[int]]:
+def payload(seqlens: Sequence[int], num_parts: int, fixed_cost: int = FIXED_COST) -> int:
+    """Target cost of one part, in tiles (fixed_cost per piece included)."""
+    total = sum(num_tiles(s) for s in seqlens) + fixed_cost * len(seqlens)
+    return cdiv(total, num_parts) + fixed_cost
+
+
+def schedule(seqlens: Sequence[int], num_parts: int, fixed_cost: int = FIXED_COST) -> Tuple[List[List[int]], List[int]]:
     """Returns ``(meta, num_splits)``: ``num_parts`` rows of 8 ints, and ``b + 1`` ints.
 
     Line-by-line the algorithm of ``metadata_kernel`` in ``csrc/sm90/metadata.cu``.
     """
     if num_parts < 1:
         raise ValueError(f"num_parts must be >= 1, got {num_parts}")
+    if fixed_cost < 0:
+        raise ValueError(f"fixed_cost must be >= 0, got {fixed_cost}")
     b = len(seqlens)
     n = [num_tiles(s) for s in seqlens]
-    pay = payload(seqlens, num_parts)
+    pay = payload(seqlens, num_parts, fixed_cost)
 
     splits = [0] * (b + 1)  # splits[i + 1] = partial pieces of sequence i so far
     meta: List[List[int]] = []
@@ -130,7 +145,7 @@ def schedule(seqlens: Sequence[int], num_parts: int) -> Tuple[List[List[int]], L
         begin_split = 0 if t == 0 else splits[i + 1]
         rem = pay
         while i < b:
-            need = n[i] - t + FIXED_COST
+            need = n[i] - t + fixed_cost
             if need <= rem or p == num_parts - 1:
                 # finish sequence i: piece [t, n[i]); partial iff the sequence was split before
                 if t > 0:
@@ -139,7 +154,7 @@ def schedule(seqlens: Sequence[int], num_parts: int) -> Tuple[List[List[int]], L
                 i += 1
                 t = 0
             else:
-                take = rem - FIXED_COST
+                take = rem - fixed_cost
                 if take > 0:
                     # piece [t, t + take) of sequence i; always partial (take < n[i] - t)
                     splits[i + 1] += 1

@@ -34,6 +34,7 @@ STEPS = [
     (9, 4, "release, next tile"),
     (3, 4, "piece start (Q ready) to its first tile"),
     (9, 10, "piece's last tile to its output written (merge, epilogue)"),
+    (10, 3, "piece written to the next piece's Q ready"),
     # heads on M (heads_on_m.cuh): the owner's steps are 4 -> 5 (S, issued early or now), 5 -> 6
     # (scale, mask, row max), 6 -> 8 (exp, P handed over), 8 -> 9 (its O half); the other's:
     (4, 6, "heads on M, owner: tile and S to row max"),

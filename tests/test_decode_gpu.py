@@ -213,10 +213,10 @@ def test_gpu_metadata_matches_python_scheduler(seed):
     for b, hi in [(1, 300000), (16, 70000), (64, 5000), (300, 2000), (1024, 300)]:
         lens = torch.randint(0, hi, (b,), generator=gen)
         lens[0] = 0
-        for rows in (16, 128, 1024):
-            meta, splits = etap_kernels.get_mla_metadata(lens.to(torch.int32).cuda(), rows, 1)
-            parts = etap_kernels.num_sm_parts(rows, torch.device("cuda"))
-            ref_meta, ref_splits = scheduler.schedule(lens.tolist(), parts)
+        for rows, fp8 in ((16, False), (128, False), (1024, False), (16, True), (128, True)):
+            meta, splits = etap_kernels.get_mla_metadata(lens.to(torch.int32).cuda(), rows, 1, is_fp8_kvcache=fp8)
+            parts = etap_kernels.num_sm_parts(rows, torch.device("cuda"), fp8)
+            ref_meta, ref_splits = scheduler.schedule(lens.tolist(), parts, scheduler.fixed_cost_tiles(fp8))
             assert meta.cpu().tolist() == [list(r) for r in ref_meta]
             assert splits.cpu().tolist() == list(ref_splits)
 

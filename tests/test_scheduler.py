@@ -23,28 +23,28 @@ import random
 import pytest
 
 from etap_kernels import scheduler as S
-from etap_kernels.scheduler import FIXED_COST, cdiv, num_tiles, payload, pieces, schedule
+from etap_kernels.scheduler import FIXED_COST, FIXED_COST_FP8, cdiv, fixed_cost_tiles, num_tiles, payload, pieces, schedule
 
 
-def _brief_schedule(seqlens, num_parts):
+def _brief_schedule(seqlens, num_parts, fixed_cost=FIXED_COST):
     """Independent transcription of the algorithm that records pieces as it goes."""
     n = [max(1, cdiv(max(0, s), 64)) for s in seqlens]
     b = len(n)
-    total = sum(n) + 5 * b
-    pay = cdiv(total, num_parts) + 5
+    total = sum(n) + fixed_cost * b
+    pay = cdiv(total, num_parts) + fixed_cost
     recorded = [[] for _ in range(num_parts)]
     i = t = 0
     for p in range(num_parts):
         rem = pay
         while i < b:
-            need = n[i] - t + 5
+            need = n[i] - t + fixed_cost
             if need <= rem or p == num_parts - 1:
                 rem -= need
                 recorded[p].append((i, t, n[i]))
                 i += 1
                 t = 0
             else:
-                take = rem - 5
+                take = rem - fixed_cost
                 if take > 0:
                     recorded[p].append((i, t, t + take))
                     t += take
@@ -52,13 +52,13 @@ def _brief_schedule(seqlens, num_parts):
     return recorded
 
 
-def check_schedule(seqlens, num_parts):
+def check_schedule(seqlens, num_parts, fixed_cost=FIXED_COST):
     """Asserts every invariant; returns (meta, num_splits, costs) for further checks."""
     b = len(seqlens)
     n = [num_tiles(s) for s in seqlens]
-    meta, ns = schedule(seqlens, num_parts)
-    pay = payload(seqlens, num_parts)
-    total = sum(n) + FIXED_COST * b
+    meta, ns = schedule(seqlens, num_parts, fixed_cost)
+    pay = payload(seqlens, num_parts, fixed_cost)
+    total = sum(n) + fixed_cost * b
 
     assert len(meta) == num_parts
     assert all(len(row) == 8 and row[6:] == [0, 0] for row in meta)
@@ -69,7 +69,7 @@ def check_schedule(seqlens, num_parts):
 
     parts = [list(pieces(row, n, ns)) for row in meta]
     # The meta encoding reproduces exactly the pieces the algorithm records.
-    assert [[pc[:3] for pc in part] for part in parts] == _brief_schedule(seqlens, num_parts)
+    assert [[pc[:3] for pc in part] for part in parts] == _brief_schedule(seqlens, num_parts, fixed_cost)
 
     # Consecutive parts chain: each begins where the previous ended.
     assert meta[0][:2] == [0, 0]
@@ -112,8 +112,8 @@ def check_schedule(seqlens, num_parts):
     assert sorted(slots_seen) == list(range(ns[b]))
     assert ns[b] <= 2 * (num_parts - 1) <= 2 * num_parts
 
-    costs = [sum(te - tb + FIXED_COST for _, tb, te, _ in part) for part in parts]
-    assert sum(costs) == sum(n) + FIXED_COST * len(flat)
+    costs = [sum(te - tb + fixed_cost for _, tb, te, _ in part) for part in parts]
+    assert sum(costs) == sum(n) + fixed_cost * len(flat)
     assert all(c <= pay for c in costs), (costs, pay)
     assert costs[-1] <= cdiv(total, num_parts)  # the proven bound: no overload for the last part
     return meta, ns, costs
@@ -139,13 +139,25 @@ def _random_lengths(rng: random.Random):
     return [rng.choice([1024, 4096, 8192, 32768, 65536, 131072]) for _ in range(b)]  # uniform batches
 
 
+@pytest.mark.parametrize("fixed_cost", [FIXED_COST, FIXED_COST_FP8, 0])
 @pytest.mark.parametrize("chunk", range(24))
-def test_random_invariants(chunk):
+def test_random_invariants(chunk, fixed_cost):
     rng = random.Random(1000 + chunk)
     for _ in range(50):
         lens = _random_lengths(rng)
         num_parts = rng.choice([1, 2, 3, 8, 33, 66, 132, rng.randint(1, 132)])
-        check_schedule(lens, num_parts)
+        check_schedule(lens, num_parts, fixed_cost)
+
+
+def test_fixed_cost_per_cache_type():
+    assert fixed_cost_tiles(False) == FIXED_COST == 2 and fixed_cost_tiles(True) == FIXED_COST_FP8 == 5
+    with pytest.raises(ValueError, match="fixed_cost"):
+        schedule([64], 2, -1)
+    # b16/8K: with 2 every used part takes 16 tiles; with 5 the parts take 17 and 8 of 132 stay idle
+    for cost, most, idle in ((FIXED_COST, 16, 4), (FIXED_COST_FP8, 17, 8)):
+        meta, ns = schedule([8192] * 16, 132, cost)
+        tiles = [sum(te - tb for _, tb, te, _ in pieces(r, [128] * 16, ns)) for r in meta]
+        assert max(tiles) == most and tiles.count(0) == idle
 
 
 @pytest.mark.parametrize("num_parts", [1, 2, 5, 66, 132])
@@ -160,55 +172,55 @@ def test_negative_lengths_count_as_empty():
 
 
 def test_single_sequence_spreads_over_all_parts():
-    # 1024 tiles, total 1029, payload cdiv(1029, 132) + 5 = 13: every part takes 8 tiles, so
-    # 128 parts do the work (cost 13 each) and the last 4 parts are empty.
+    # 1024 tiles, total 1026, payload cdiv(1026, 132) + 2 = 10: every part takes 8 tiles, so
+    # 128 parts do the work (cost 10 each) and the last 4 parts are empty.
     lens = [65536]
     meta, ns, costs = check_schedule(lens, 132)
     assert ns == [0, 128]
-    assert costs == [13] * 128 + [0] * 4
+    assert costs == [10] * 128 + [0] * 4
     assert meta[0][5] == 0
     assert meta[127] == [0, 1016, 1, 0, 127, -1, 0, 0]
     assert meta[128:] == [[1, 0, 1, 0, 0, -1, 0, 0]] * 4
 
 
 def test_hand_single_empty():
-    meta, ns = schedule([0], 1)  # n=[1], total=6, payload=11
+    meta, ns = schedule([0], 1)  # n=[1], total=3, payload=5
     assert meta == [[0, 0, 1, 0, 0, -1, 0, 0]]
     assert ns == [0, 0]
     assert list(pieces(meta[0], [1], ns)) == [(0, 0, 1, -1)]
 
 
 def test_hand_one_sequence_two_parts():
-    # n=[10], total=15, payload=cdiv(15,2)+5=13: part 0 takes 13-5=8 tiles, part 1 the last 2.
+    # n=[10], total=12, payload=cdiv(12,2)+2=8: part 0 takes 8-2=6 tiles, part 1 the last 4.
     meta, ns = schedule([640], 2)
-    assert meta == [[0, 0, 0, 8, 0, 0, 0, 0], [0, 8, 1, 0, 1, -1, 0, 0]]
+    assert meta == [[0, 0, 0, 6, 0, 0, 0, 0], [0, 6, 1, 0, 1, -1, 0, 0]]
     assert ns == [0, 2]
-    assert list(pieces(meta[0], [10], ns)) == [(0, 0, 8, 0)]
-    assert list(pieces(meta[1], [10], ns)) == [(0, 8, 10, 1)]
+    assert list(pieces(meta[0], [10], ns)) == [(0, 0, 6, 0)]
+    assert list(pieces(meta[1], [10], ns)) == [(0, 6, 10, 1)]
 
 
 def test_hand_mixed_three_parts():
-    # n=[10,1,1,100], total=112+20=132, payload=44+5=49.
-    # part 0: 15+6+6 = 27 -> rem 22 -> takes 17 tiles of seq 3 (cost 49)
-    # part 1: need 88 > 49 -> takes 44 tiles [17, 61) (cost 49)
-    # part 2 (last): [61, 100), cost 44 <= cdiv(132, 3) = 44
+    # n=[10,1,1,100], total=112+8=120, payload=40+2=42.
+    # part 0: 12+3+3 = 18 -> rem 24 -> takes 22 tiles of seq 3 (cost 42)
+    # part 1: need 80 > 42 -> takes 40 tiles [22, 62) (cost 42)
+    # part 2 (last): [62, 100), cost 40 <= cdiv(120, 3) = 40
     lens = [640, 1, 0, 6400]
     n = [10, 1, 1, 100]
     meta, ns = schedule(lens, 3)
     assert meta == [
-        [0, 0, 3, 17, 0, 3, 0, 0],
-        [3, 17, 3, 61, 1, -1, 0, 0],
-        [3, 61, 4, 0, 2, -1, 0, 0],
+        [0, 0, 3, 22, 0, 3, 0, 0],
+        [3, 22, 3, 62, 1, -1, 0, 0],
+        [3, 62, 4, 0, 2, -1, 0, 0],
     ]
     assert ns == [0, 0, 0, 0, 3]
-    assert list(pieces(meta[0], n, ns)) == [(0, 0, 10, -1), (1, 0, 1, -1), (2, 0, 1, -1), (3, 0, 17, 0)]
-    assert list(pieces(meta[1], n, ns)) == [(3, 17, 61, 1)]
-    assert list(pieces(meta[2], n, ns)) == [(3, 61, 100, 2)]
+    assert list(pieces(meta[0], n, ns)) == [(0, 0, 10, -1), (1, 0, 1, -1), (2, 0, 1, -1), (3, 0, 22, 0)]
+    assert list(pieces(meta[1], n, ns)) == [(3, 22, 62, 1)]
+    assert list(pieces(meta[2], n, ns)) == [(3, 62, 100, 2)]
     check_schedule(lens, 3)
 
 
 def test_hand_no_room_left_no_split():
-    # n=[10,10], total=30, payload=20: part 0 finishes seq 0 (rem 5), take = 0 -> no piece.
+    # n=[10,10], total=24, payload=14: part 0 finishes seq 0 (rem 2), take = 0 -> no piece.
     meta, ns = schedule([640, 640], 2)
     assert meta == [[0, 0, 1, 0, 0, -1, 0, 0], [1, 0, 2, 0, 0, -1, 0, 0]]
     assert ns == [0, 0, 0]
@@ -218,23 +230,23 @@ def test_hand_no_room_left_no_split():
 
 
 def test_hand_more_parts_than_work():
-    meta, ns = schedule([1], 4)  # total 6, payload 7: part 0 does it all, parts 1..3 are empty
+    meta, ns = schedule([1], 4)  # total 3, payload 3: part 0 does it all, parts 1..3 are empty
     assert meta == [[0, 0, 1, 0, 0, -1, 0, 0]] + [[1, 0, 1, 0, 0, -1, 0, 0]] * 3
     assert ns == [0, 0]
     assert [list(pieces(r, [1], ns)) for r in meta] == [[(0, 0, 1, -1)], [], [], []]
 
 
 def test_hand_split_sequence_in_the_middle_of_a_part():
-    # n=[2,20,2], total=24+15=39, 2 parts: payload=20+5=25.
-    # part 0: seq 0 (7) rem 18; seq 1 needs 25 > 18 -> take 13 tiles [0,13).
-    # part 1 (last): seq 1 [13,20) (cost 12), seq 2 (7): cost 19 <= cdiv(39,2) = 20.
+    # n=[2,20,2], total=24+6=30, 2 parts: payload=15+2=17.
+    # part 0: seq 0 (4) rem 13; seq 1 needs 22 > 13 -> take 11 tiles [0,11).
+    # part 1 (last): seq 1 [11,20) (cost 11), seq 2 (4): cost 15 <= cdiv(30,2) = 15.
     lens = [100, 1280, 128]
     meta, ns = schedule(lens, 2)
-    assert meta == [[0, 0, 1, 13, 0, 1, 0, 0], [1, 13, 3, 0, 1, -1, 0, 0]]
+    assert meta == [[0, 0, 1, 11, 0, 1, 0, 0], [1, 11, 3, 0, 1, -1, 0, 0]]
     assert ns == [0, 0, 2, 2]
     n = [2, 20, 2]
-    assert list(pieces(meta[0], n, ns)) == [(0, 0, 2, -1), (1, 0, 13, 0)]
-    assert list(pieces(meta[1], n, ns)) == [(1, 13, 20, 1), (2, 0, 2, -1)]
+    assert list(pieces(meta[0], n, ns)) == [(0, 0, 2, -1), (1, 0, 11, 0)]
+    assert list(pieces(meta[1], n, ns)) == [(1, 11, 20, 1), (2, 0, 2, -1)]
 
 
 def test_sm_parts_and_row_groups():

@@ -57,18 +57,19 @@ bool encode_cache_map(etap::TmaDescriptor* desc, const at::Tensor& cache, int bo
   return r == CUDA_SUCCESS;
 }
 
-std::vector<at::Tensor> get_metadata(const at::Tensor& seqlens, int64_t num_parts) {
+std::vector<at::Tensor> get_metadata(const at::Tensor& seqlens, int64_t num_parts, int64_t fixed_cost) {
   TORCH_CHECK(seqlens.is_cuda() && seqlens.scalar_type() == at::kInt && seqlens.dim() == 1 &&
                   seqlens.is_contiguous(),
               "cache_seqlens must be a contiguous int32 CUDA vector");
   TORCH_CHECK(num_parts >= 1, "num_parts must be >= 1");
+  TORCH_CHECK(fixed_cost >= 0 && fixed_cost <= 1024, "fixed_cost must be in [0, 1024]");
   const c10::cuda::CUDAGuard guard(seqlens.device());
   const int batch = int(seqlens.size(0));
   auto opts = seqlens.options();
   at::Tensor meta = at::empty({num_parts, etap::kMetaInts}, opts);
   at::Tensor num_splits = at::empty({batch + 1}, opts);
   etap::MetadataParams p{seqlens.data_ptr<int>(), batch, int(num_parts), meta.data_ptr<int>(),
-                         num_splits.data_ptr<int>()};
+                         num_splits.data_ptr<int>(), int(fixed_cost)};
   check_cuda(etap::launch_metadata(p, at::cuda::getCurrentCUDAStream().stream()), "metadata");
   return {meta, num_splits};
 }

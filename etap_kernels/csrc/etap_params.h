@@ -11,7 +11,6 @@ constexpr int kDimV = 512;           // V = first 512 columns of each cache row
 constexpr int kDimRope = kDimQK - kDimV;
 constexpr int kRowsPerCta = 64;      // query rows (heads x tokens) one CTA serves
 constexpr int kMetaInts = 8;         // ints per part in tile_scheduler_metadata
-constexpr int kFixedCostTiles = 5;   // scheduler's per-piece overhead, in tiles
 
 // Opaque CUtensorMap (128 bytes, 128-byte aligned as cuda.h declares it), encoded on the host by the bindings.
 struct alignas(128) TmaDescriptor {
@@ -92,6 +91,7 @@ struct MetadataParams {
   int num_parts;
   int* sched_meta;           // [num_parts, 8]
   int* num_splits;           // [b + 1]
+  int fixed_cost;            // overhead per piece, in tiles (scheduler.fixed_cost_tiles)
 };
 
 // Launchers, one per (dtype, rows per warpgroup) instantiation, defined in sm90/*.cu; e4m3 =

@@ -19,8 +19,8 @@ __global__ void metadata_kernel(MetadataParams p) {
   if (threadIdx.x != 0) return;
 
   long long total = 0;
-  for (int i = 0; i < p.batch; ++i) total += tiles[i] + kFixedCostTiles;
-  const long long payload = (total + p.num_parts - 1) / p.num_parts + kFixedCostTiles;
+  for (int i = 0; i < p.batch; ++i) total += tiles[i] + p.fixed_cost;
+  const long long payload = (total + p.num_parts - 1) / p.num_parts + p.fixed_cost;
 
   // Walk parts and sequences; count partial pieces per sequence in num_splits[i + 1].
   int i = 0, t = 0;
@@ -31,14 +31,14 @@ __global__ void metadata_kernel(MetadataParams p) {
     meta[4] = t == 0 ? 0 : p.num_splits[i + 1];
     long long rem = payload;
     while (i < p.batch) {
-      const int need = tiles[i] - t + kFixedCostTiles;
+      const int need = tiles[i] - t + p.fixed_cost;
       if (need <= rem || part == p.num_parts - 1) {
         if (t > 0) p.num_splits[i + 1] += 1;  // tail piece of a split sequence
         rem -= need;
         ++i;
         t = 0;
       } else {
-        const long long take = rem - kFixedCostTiles;
+        const long long take = rem - p.fixed_cost;
         if (take > 0) {
           p.num_splits[i + 1] += 1;  // head or middle piece of a split sequence
           t += int(take);

@@ -1,0 +1,11 @@
+#!/bin/bash
+set -u
+export PYTHONUNBUFFERED=1
+mkdir -p /tmp/etap_wheels && cp .whl/sglang/batch-01/nvidia_cutlass-4.2.0.0-py3-none-any.whl .whl/sglang/batch-01/sglang_kernel-0.4.6-*.whl /tmp/etap_wheels/
+[ -d /tmp/cs/cutlass_library ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/cs /tmp/etap_wheels/*.whl
+export PYTHONPATH=/tmp/cs:$PWD
+for a in "--b 256 --ctx 2048 --kv fp8" "--b 256 --ctx 2048"; do
+  echo "=== $a" >> $OUT/traces.txt
+  timeout 200 python3 scripts/trace_case.py $a --timeline 27:35 >> $OUT/traces.txt 2>&1
+done
+grep -c . $OUT/traces.txt
