@@ -1,6 +1,6 @@
 // Torch bindings: turn validated tensors (etap_kernels/interface.py checks every argument and
 // raises clear Python errors) into DecodeParams and launch. The checks here are a last guard.
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: it pulls in cuBLAS/cuSPARSE headers
 #include <cuda.h>  // CUtensorMap (the driver entry point is fetched at run time: no -lcuda)
 #include <cudaTypedefs.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -70,7 +70,7 @@ std::vector<at::Tensor> get_metadata(const at::Tensor& seqlens, int64_t num_part
   at::Tensor num_splits = at::empty({batch + 1}, opts);
   etap::MetadataParams p{seqlens.data_ptr<int>(), batch, int(num_parts), meta.data_ptr<int>(),
                          num_splits.data_ptr<int>(), int(fixed_cost)};
-  check_cuda(etap::launch_metadata(p, at::cuda::getCurrentCUDAStream().stream()), "metadata");
+  check_cuda(etap::launch_metadata(p, c10::cuda::getCurrentCUDAStream().stream()), "metadata");
   return {meta, num_splits};
 }
 
@@ -172,7 +172,7 @@ void decode(const at::Tensor& q_nope, const at::Tensor& q_rope, const at::Tensor
   p.kv_scale = kv_scale.has_value() ? kv_scale->data_ptr<float>() : nullptr;
   if (p.batch == 0) return;
 
-  void* stream = at::cuda::getCurrentCUDAStream().stream();
+  void* stream = c10::cuda::getCurrentCUDAStream().stream();
   const bool fp16 = dtype == at::kHalf;
   int err = -1;
   const std::string instance = fp8 ? "e4m3" : fp16 ? "fp16" : "bf16";
