@@ -591,10 +591,11 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
       Tensor sQ8r = make_tensor(make_smem_ptr(reinterpret_cast<typename C::Fp8*>(ss.q[wg] + 2 * N * kDimV)),
                                 typename C::LayoutQ8Rope{});
       unsigned* amax = reinterpret_cast<unsigned*>(ss.q_amax[wg]);
-      // Each thread loads its Q chunks (16 elements) kQBatch at a time before using any: two
-      // or three memory round trips per pass, not one per chunk. Under a saturated memory system
-      // a round trip costs thousands of cycles (session-12 traces: 8,000-13,000 cycles per piece
-      // here). The second pass loads the chunks again (cache hits); more registers spill.
+      // Each thread loads its Q chunks (16 elements) kQBatch at a time before using any: one
+      // memory round trip per kQBatch chunks and pass, not one per chunk (N = 16: 3, not 5).
+      // Under a saturated memory system a round trip costs thousands of cycles (session-12
+      // traces: 8,000-13,000 cycles per piece here). The second pass loads the chunks again
+      // (cache hits): batches of 3 spill in the trace build, all of them in the shipped one.
       constexpr int kQ16PerRow = kDimQK / 16;  // 16-element chunks per Q row
       constexpr int kQChunks = N * kQ16PerRow, kQIters = (kQChunks + 127) / 128, kQBatch = 2;
       uint4 raw[kQBatch][2];
