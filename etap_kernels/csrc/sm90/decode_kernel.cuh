@@ -50,12 +50,15 @@ struct Config {
   static_assert(N % 8 == 0 && N >= 8 && N <= 32, "rows per warpgroup must be 8..32 in steps of 8");
   using MmaT = std::conditional_t<kFp8, cutlass::half_t, T>;  // operand type of O^T's WGMMA
   using Fp8 = cutlass::float_e4m3_t;
-  // e4m3 tiles are half as big: as many stages as fit beside the e4m3 hi/lo Q and P^T.
-  static constexpr int kStages = kFp8 ? (N <= 24 ? 4 : 3) : 2;
+  // e4m3 tiles are half as big: as many stages as fit beside the e4m3 hi/lo Q and P^T. In the
+  // KV split each warpgroup reads every other stage, so 4 stages give it one tile of lookahead;
+  // N <= 16 fits a fifth (with page ids fetched 1 tile ahead, not 4: 227 KB exactly).
+  static constexpr int kStages = kFp8 ? (N <= 16 ? 5 : N <= 24 ? 4 : 3) : 2;
   static constexpr int kTileBytes = kFp8 ? kFp8TileBytes : kTileKV * kDimQK * int(sizeof(T));
   // Page ids are fetched kPageAhead tiles ahead of their copies (cp.async into a ring), so the
-  // producer's loop does not wait a memory round trip per tile; 16-bit N = 32 has room for 1.
-  static constexpr int kPageAhead = (!kFp8 && N == 32) ? 1 : 4;
+  // producer's loop does not wait a memory round trip per tile; 16-bit N = 32 and e4m3 N <= 16
+  // (five stages) have room for 1.
+  static constexpr int kPageAhead = (!kFp8 && N == 32) ? 1 : (kFp8 && N <= 16) ? 1 : 4;
   static constexpr int kPageRing = kPageAhead + 2;
   using SwAtom = GMMA::Layout_K_SW128_Atom<T>;
   using LayoutKV = decltype(tile_to_shape(SwAtom{}, Shape<Int<kTileKV>, Int<kDimQK>>{}));
