@@ -8,19 +8,52 @@
 namespace etap {
 namespace {
 
+// Whether the walk below with payload `pay`, without its last-part rule, covers every sequence
+// within num_parts parts.
+__device__ bool fits(const int* tiles, int batch, int num_parts, long long pay, int fixed_cost) {
+  int i = 0;
+  long long t = 0;
+  for (int part = 0; part < num_parts && i < batch; ++part) {
+    long long rem = pay;
+    while (i < batch) {
+      const long long need = tiles[i] - t + fixed_cost;
+      if (need <= rem) {
+        rem -= need;
+        ++i;
+        t = 0;
+      } else {
+        if (rem - fixed_cost > 0) t += rem - fixed_cost;
+        break;
+      }
+    }
+  }
+  return i == batch;
+}
+
 __global__ void metadata_kernel(MetadataParams p) {
   extern __shared__ int tiles[];  // tiles per sequence (at least 1, so empty ones get written)
+  __shared__ long long least_pay;  // C = cdiv(total cost, num_parts)
+  __shared__ int best_extra;       // the payload is C + best_extra
   for (int i = threadIdx.x; i < p.batch; i += blockDim.x) {
     const int len = p.seqlens[i];
     tiles[i] = len <= 0 ? 1 : (len + kTileKV - 1) / kTileKV;
   }
   for (int i = threadIdx.x; i <= p.batch; i += blockDim.x) p.num_splits[i] = 0;
   __syncthreads();
+  if (threadIdx.x == 0) {
+    long long total = 0;
+    for (int i = 0; i < p.batch; ++i) total += tiles[i] + p.fixed_cost;
+    least_pay = (total + p.num_parts - 1) / p.num_parts;
+    best_extra = p.fixed_cost;  // C + fixed_cost always fits (tests/test_scheduler.py)
+  }
+  __syncthreads();
+  // The smallest payload in C .. C + fixed_cost that fits, one candidate per thread: a smaller
+  // payload keeps parts from all rounding up (b16/8K at cost 5: 16 tiles each, not 17 and 8 idle).
+  for (int k = threadIdx.x; k < p.fixed_cost; k += blockDim.x)
+    if (fits(tiles, p.batch, p.num_parts, least_pay + k, p.fixed_cost)) atomicMin(&best_extra, k);
+  __syncthreads();
   if (threadIdx.x != 0) return;
-
-  long long total = 0;
-  for (int i = 0; i < p.batch; ++i) total += tiles[i] + p.fixed_cost;
-  const long long payload = (total + p.num_parts - 1) / p.num_parts + p.fixed_cost;
+  const long long payload = least_pay + best_extra;
 
   // Walk parts and sequences; count partial pieces per sequence in num_splits[i + 1].
   int i = 0, t = 0;
