@@ -24,7 +24,8 @@ Parts
 ``num_parts * num_row_groups`` CTAs fill the GPU once.
 
 ``schedule(seqlens, num_parts)`` walks the sequences in order and cuts them into consecutive
-parts of (about) equal cost ``payload = cdiv(sum(n) + fixed_cost * b, num_parts) + fixed_cost``.
+parts of (about) equal cost ``payload``: the smallest in ``C .. C + fixed_cost`` with which the
+walk fits in ``num_parts`` parts, ``C = cdiv(sum(n) + fixed_cost * b, num_parts)``.
 A part finishes whole sequences while they fit; the sequence that does not fit is split: the
 part takes ``rem - fixed_cost`` of its tiles (if that is > 0) and the next part goes on from
 there. The last part takes everything that is left (by the bound below it never exceeds the
@@ -60,7 +61,8 @@ Bounds (proved in tests/test_scheduler.py, checked there on random inputs)
 * ``num_splits[b] <= 2 * (num_parts - 1)``: each part boundary splits at most one sequence,
   and a sequence split k times has k + 1 partial pieces, so ``#slots <= 2 * #splits``.
 * Every part's cost ``sum(tiles + fixed_cost)`` over its pieces is ``<= payload``, the last one
-  included: the last part's cost is at most ``cdiv(total, num_parts) = payload - fixed_cost``.
+  included (``payload`` fits; ``C + fixed_cost`` always does: the last part's cost is then at most
+  ``C``).
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ __all__ = [
     "num_sm_parts",
     "num_tiles",
     "payload",
+    "fits",
     "schedule",
     "pieces",
     "all_pieces",
@@ -118,10 +121,38 @@ def fixed_cost_tiles(fp8: bool = False) -> int:
     return FIXED_COST_FP8 if fp8 else FIXED_COST
 
 
+def fits(n: Sequence[int], num_parts: int, pay: int, fixed_cost: int) -> bool:
+    """Whether the walk below, with payload ``pay`` and without its last-part rule, covers
+    every tile count in ``n`` within ``num_parts`` parts."""
+    i = t = 0
+    for _ in range(num_parts):
+        rem = pay
+        while i < len(n):
+            need = n[i] - t + fixed_cost
+            if need <= rem:
+                rem -= need
+                i += 1
+                t = 0
+            else:
+                if rem - fixed_cost > 0:
+                    t += rem - fixed_cost
+                break
+        if i == len(n):
+            return True
+    return i == len(n)
+
+
 def payload(seqlens: Sequence[int], num_parts: int, fixed_cost: int = FIXED_COST) -> int:
-    """Target cost of one part, in tiles (fixed_cost per piece included)."""
-    total = sum(num_tiles(s) for s in seqlens) + fixed_cost * len(seqlens)
-    return cdiv(total, num_parts) + fixed_cost
+    """Target cost of one part, in tiles (fixed_cost per piece included): the smallest of
+    ``C .. C + fixed_cost`` that fits, ``C = cdiv(sum(n) + fixed_cost * b, num_parts)``.
+    ``C + fixed_cost`` always fits (tests/test_scheduler.py); a smaller one avoids parts that all
+    round up, e.g. b16/8K at cost 5: 21 gives every part 16 tiles where 22 gave 17 and left 8 idle."""
+    n = [num_tiles(s) for s in seqlens]
+    c = cdiv(sum(n) + fixed_cost * len(n), num_parts)
+    for pay in range(c, c + fixed_cost):
+        if fits(n, num_parts, pay, fixed_cost):
+            return pay
+    return c + fixed_cost
 
 
 def schedule(seqlens: Sequence[int], num_parts: int, fixed_cost: int = FIXED_COST) -> Tuple[List[List[int]], List[int]]:

@@ -14,6 +14,10 @@ So the last part's "take everything" rule never makes it exceed payload: every p
 <= payload, and the last one <= payload - FIXED_COST. Also each split adds at most 2 slots
 (the sequence's first split adds 2, every further one 1), so num_splits[b] <= 2 * (P - 1).
 Both bounds are asserted below on random inputs.
+
+The scheduler uses the smallest payload in C .. C + FIXED_COST that fits (the walk covers every
+tile within P parts without the last-part rule). C + FIXED_COST fits by the bound above, so every
+part still costs <= payload <= C + FIXED_COST; the slot bound does not depend on the payload.
 """
 
 from __future__ import annotations
@@ -23,15 +27,27 @@ import random
 import pytest
 
 from etap_kernels import scheduler as S
-from etap_kernels.scheduler import FIXED_COST, FIXED_COST_FP8, cdiv, fixed_cost_tiles, num_tiles, payload, pieces, schedule
+from etap_kernels.scheduler import FIXED_COST, FIXED_COST_FP8, cdiv, fits, fixed_cost_tiles, num_tiles, payload, pieces, schedule
 
 
 def _brief_schedule(seqlens, num_parts, fixed_cost=FIXED_COST):
     """Independent transcription of the algorithm that records pieces as it goes."""
     n = [max(1, cdiv(max(0, s), 64)) for s in seqlens]
     b = len(n)
-    total = sum(n) + fixed_cost * b
-    pay = cdiv(total, num_parts) + fixed_cost
+    c = cdiv(sum(n) + fixed_cost * b, num_parts)
+
+    def covers(pay):  # the walk without the last-part rule ends within num_parts parts
+        i = t = 0
+        for _ in range(num_parts):
+            rem = pay
+            while i < b and n[i] - t + fixed_cost <= rem:
+                rem -= n[i] - t + fixed_cost
+                i, t = i + 1, 0
+            if i < b and rem > fixed_cost:
+                t += rem - fixed_cost
+        return i == b
+
+    pay = next(x for x in range(c, c + fixed_cost + 1) if covers(x))
     recorded = [[] for _ in range(num_parts)]
     i = t = 0
     for p in range(num_parts):
@@ -115,7 +131,9 @@ def check_schedule(seqlens, num_parts, fixed_cost=FIXED_COST):
     costs = [sum(te - tb + fixed_cost for _, tb, te, _ in part) for part in parts]
     assert sum(costs) == sum(n) + fixed_cost * len(flat)
     assert all(c <= pay for c in costs), (costs, pay)
-    assert costs[-1] <= cdiv(total, num_parts)  # the proven bound: no overload for the last part
+    c = cdiv(total, num_parts)
+    assert c <= pay <= c + fixed_cost and fits(n, num_parts, c + fixed_cost, fixed_cost)  # the proven bound
+    assert pay == c or not fits(n, num_parts, pay - 1, fixed_cost)  # the smallest that fits
     return meta, ns, costs
 
 
@@ -153,11 +171,13 @@ def test_fixed_cost_per_cache_type():
     assert fixed_cost_tiles(False) == FIXED_COST == 2 and fixed_cost_tiles(True) == FIXED_COST_FP8 == 5
     with pytest.raises(ValueError, match="fixed_cost"):
         schedule([64], 2, -1)
-    # b16/8K: with 2 every used part takes 16 tiles; with 5 the parts take 17 and 8 of 132 stay idle
-    for cost, most, idle in ((FIXED_COST, 16, 4), (FIXED_COST_FP8, 17, 8)):
+    # b16/8K: every used part takes 16 tiles at either cost; at 5 the payload is 21, where
+    # cdiv(total, P) + 5 = 22 gave the parts 17 tiles and left 8 of the 132 idle.
+    assert payload([8192] * 16, 132, FIXED_COST_FP8) == 21
+    for cost in (FIXED_COST, FIXED_COST_FP8):
         meta, ns = schedule([8192] * 16, 132, cost)
         tiles = [sum(te - tb for _, tb, te, _ in pieces(r, [128] * 16, ns)) for r in meta]
-        assert max(tiles) == most and tiles.count(0) == idle
+        assert max(tiles) == 16 and tiles.count(0) == 4
 
 
 @pytest.mark.parametrize("num_parts", [1, 2, 5, 66, 132])
@@ -191,12 +211,14 @@ def test_hand_single_empty():
 
 
 def test_hand_one_sequence_two_parts():
-    # n=[10], total=12, payload=cdiv(12,2)+2=8: part 0 takes 8-2=6 tiles, part 1 the last 4.
+    # n=[10], total=12, C=cdiv(12,2)=6. Payload 6 takes 4 + 4 tiles (does not fit), 7 fits:
+    # part 0 takes 7-2=5 tiles, part 1 the last 5 (cost 7).
+    assert payload([640], 2) == 7
     meta, ns = schedule([640], 2)
-    assert meta == [[0, 0, 0, 6, 0, 0, 0, 0], [0, 6, 1, 0, 1, -1, 0, 0]]
+    assert meta == [[0, 0, 0, 5, 0, 0, 0, 0], [0, 5, 1, 0, 1, -1, 0, 0]]
     assert ns == [0, 2]
-    assert list(pieces(meta[0], [10], ns)) == [(0, 0, 6, 0)]
-    assert list(pieces(meta[1], [10], ns)) == [(0, 6, 10, 1)]
+    assert list(pieces(meta[0], [10], ns)) == [(0, 0, 5, 0)]
+    assert list(pieces(meta[1], [10], ns)) == [(0, 5, 10, 1)]
 
 
 def test_hand_mixed_three_parts():
@@ -237,16 +259,17 @@ def test_hand_more_parts_than_work():
 
 
 def test_hand_split_sequence_in_the_middle_of_a_part():
-    # n=[2,20,2], total=24+6=30, 2 parts: payload=15+2=17.
-    # part 0: seq 0 (4) rem 13; seq 1 needs 22 > 13 -> take 11 tiles [0,11).
-    # part 1 (last): seq 1 [11,20) (cost 11), seq 2 (4): cost 15 <= cdiv(30,2) = 15.
+    # n=[2,20,2], total=24+6=30, 2 parts: C=15; 15 leaves seq 2 out of part 1, 16 fits.
+    # part 0: seq 0 (4) rem 12; seq 1 needs 22 > 12 -> take 10 tiles [0,10) (cost 16).
+    # part 1 (last): seq 1 [10,20) (cost 12), seq 2 (4): cost 16.
     lens = [100, 1280, 128]
+    assert payload(lens, 2) == 16
     meta, ns = schedule(lens, 2)
-    assert meta == [[0, 0, 1, 11, 0, 1, 0, 0], [1, 11, 3, 0, 1, -1, 0, 0]]
+    assert meta == [[0, 0, 1, 10, 0, 1, 0, 0], [1, 10, 3, 0, 1, -1, 0, 0]]
     assert ns == [0, 0, 2, 2]
     n = [2, 20, 2]
-    assert list(pieces(meta[0], n, ns)) == [(0, 0, 2, -1), (1, 0, 11, 0)]
-    assert list(pieces(meta[1], n, ns)) == [(1, 11, 20, 1), (2, 0, 2, -1)]
+    assert list(pieces(meta[0], n, ns)) == [(0, 0, 2, -1), (1, 0, 10, 0)]
+    assert list(pieces(meta[1], n, ns)) == [(1, 10, 20, 1), (2, 0, 2, -1)]
 
 
 def test_sm_parts_and_row_groups():

@@ -12,14 +12,25 @@ namespace {
 
 __global__ void metadata_kernel(MetadataParams p) {
   extern __shared__ int tiles[];  // tiles per sequence (at least 1, so empty ones get written)
+  __shared__ long long least_pay;  // C = cdiv(total cost, num_parts)
+  __shared__ int best_extra;       // the payload is C + best_extra
   for (int i = threadIdx.x; i < p.batch; i += blockDim.x) {
     const int len = p.seqlens[i];
     tiles[i] = len <= 0 ? 1 : (len + kTileKV - 1) / kTileKV;
   }
   __syncthreads();
+  if (threadIdx.x == 0) {
+    least_pay = schedule_least_payload(tiles, p.batch, p.num_parts, p.fixed_cost);
+    best_extra = p.fixed_cost;  // C + fixed_cost always fits
+  }
+  __syncthreads();
+  // The smallest payload in C .. C + fixed_cost that fits, one candidate per thread: a smaller
+  // payload keeps parts from all rounding up (b16/8K at cost 5: 16 tiles each, not 17 and 8 idle).
+  for (int k = threadIdx.x; k < p.fixed_cost; k += blockDim.x)
+    if (schedule_fits(tiles, p.batch, p.num_parts, least_pay + k, p.fixed_cost)) atomicMin(&best_extra, k);
+  __syncthreads();
   if (threadIdx.x == 0)
-    schedule_walk(tiles, p.batch, p.num_parts, schedule_payload(tiles, p.batch, p.num_parts, p.fixed_cost),
-                  p.fixed_cost, p.sched_meta, p.num_splits);
+    schedule_walk(tiles, p.batch, p.num_parts, least_pay + best_extra, p.fixed_cost, p.sched_meta, p.num_splits);
 }
 
 }  // namespace

@@ -11,12 +11,33 @@
 
 namespace etap {
 
-// Payload of a part: C + fixed_cost, C = cdiv(sum(tiles + fixed_cost), num_parts). With it no
-// part costs more than the payload, the last one included (tests/test_scheduler.py).
-ETAP_HD inline long long schedule_payload(const int* tiles, int batch, int num_parts, int fixed_cost) {
+// Least payload C = cdiv(sum(tiles + fixed_cost), num_parts).
+ETAP_HD inline long long schedule_least_payload(const int* tiles, int batch, int num_parts, int fixed_cost) {
   long long total = 0;
   for (int i = 0; i < batch; ++i) total += tiles[i] + fixed_cost;
-  return (total + num_parts - 1) / num_parts + fixed_cost;
+  return (total + num_parts - 1) / num_parts;
+}
+
+// Whether the walk below with payload `pay`, without its last-part rule, covers every sequence
+// within num_parts parts. C + fixed_cost always does (tests/test_scheduler.py).
+ETAP_HD inline bool schedule_fits(const int* tiles, int batch, int num_parts, long long pay, int fixed_cost) {
+  int i = 0;
+  long long t = 0;
+  for (int part = 0; part < num_parts && i < batch; ++part) {
+    long long rem = pay;
+    while (i < batch) {
+      const long long need = tiles[i] - t + fixed_cost;
+      if (need <= rem) {
+        rem -= need;
+        ++i;
+        t = 0;
+      } else {
+        if (rem - fixed_cost > 0) t += rem - fixed_cost;
+        break;
+      }
+    }
+  }
+  return i == batch;
 }
 
 // Writes sched_meta [num_parts, kMetaInts] and num_splits [batch + 1] for `payload`: walks parts
