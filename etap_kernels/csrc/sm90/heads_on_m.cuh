@@ -181,6 +181,10 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, S& ss
     float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
     clear(accO);
 
+    if (piece_idx == 0 && wg == 0) {  // the first piece's Q, in place of the producer (consumer())
+      load_q_async<T, 32, kFp8, true>(p, ss, pc.batch, group, tid);
+      cp_async_arrive_noinc(&ss.q_full);
+    }
     mbar_wait(&ss.q_full, piece_idx & 1);
     float s_mul[2] = {s_scale, s_scale};  // score -> log2 domain, per row
     if constexpr (kFp8) {
