@@ -40,7 +40,9 @@ tile_scheduler_metadata: int32 [num_parts, 8], one row per part
     [4] begin_split  how many pieces begin_b already has in earlier parts (0 when begin_t == 0)
     [5]              the p-th sequence that is split (has partial pieces), or -1: the combine
                      kernel's work list
-    [6..7]           0 (reserved)
+    [6]              the length of begin_b (``max(0, seqlens[begin_b])``), or 0 when
+                     begin_b == b: the decode kernel's producer starts without loading it
+    [7]              0 (reserved)
 
 Part p covers, for every ``i`` in ``begin_b .. end_b`` with ``i < b``, the tiles
 ``[begin_t if i == begin_b else 0, end_t if i == end_b else n[i])``; empty ranges are skipped
@@ -192,6 +194,8 @@ def schedule(seqlens: Sequence[int], num_parts: int, fixed_cost: int = FIXED_COS
                     t += take
                 break
         meta.append([begin_b, begin_t, i, t, begin_split, -1, 0, 0])
+    for row in meta:
+        row[6] = max(0, int(seqlens[row[0]])) if row[0] < b else 0
     split_seqs = [k for k in range(b) if splits[k + 1] > 0]
     for p, k in enumerate(split_seqs):  # at most num_parts - 1 (each has >= 2 of <= 2(P-1) pieces)
         meta[p][5] = k

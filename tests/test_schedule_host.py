@@ -1,7 +1,7 @@
 """The CUDA scheduler's walk (csrc/sm90/schedule.cuh, used by the metadata kernel) against the
 Python mirror (etap_kernels/scheduler.py), compiled as a host program with g++: nothing runs on
-a GPU. The kernel's own steps (tile counts, one payload candidate per thread) are repeated
-serially in the program. Skips without g++."""
+a GPU. The kernel's own steps (tile counts, one payload candidate per thread, each row's first
+length) are repeated serially in the program. Skips without g++."""
 
 from __future__ import annotations
 
@@ -28,11 +28,10 @@ using namespace etap;
 int main() {
   int parts, cost, batch;
   while (std::scanf("%d %d %d", &parts, &cost, &batch) == 3) {
-    std::vector<int> tiles(batch);
+    std::vector<int> tiles(batch), lens(batch);
     for (int i = 0; i < batch; ++i) {
-      int len;
-      if (std::scanf("%d", &len) != 1) return 1;
-      tiles[i] = len <= 0 ? 1 : (len + kTileKV - 1) / kTileKV;  // as metadata_kernel
+      if (std::scanf("%d", &lens[i]) != 1) return 1;
+      tiles[i] = lens[i] <= 0 ? 1 : (lens[i] + kTileKV - 1) / kTileKV;  // as metadata_kernel
     }
     const long long least = schedule_least_payload(tiles.data(), batch, parts, cost);
     int best = cost;
@@ -40,6 +39,7 @@ int main() {
       if (schedule_fits(tiles.data(), batch, parts, least + k, cost)) best = k;
     std::vector<int> meta(parts * kMetaInts), splits(batch + 1);
     schedule_walk(tiles.data(), batch, parts, least + best, cost, meta.data(), splits.data());
+    for (int p = 0; p < parts; ++p) schedule_first_len(lens.data(), batch, meta.data() + p * kMetaInts);
     std::printf("%lld\n", least + best);
     for (int p = 0; p < parts; ++p) {
       for (int j = 0; j < kMetaInts; ++j) std::printf("%d ", meta[p * kMetaInts + j]);

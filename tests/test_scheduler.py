@@ -77,7 +77,8 @@ def check_schedule(seqlens, num_parts, fixed_cost=FIXED_COST):
     total = sum(n) + fixed_cost * b
 
     assert len(meta) == num_parts
-    assert all(len(row) == 8 and row[6:] == [0, 0] for row in meta)
+    assert all(len(row) == 8 and row[7] == 0 for row in meta)
+    assert all(row[6] == (max(0, int(seqlens[row[0]])) if row[0] < b else 0) for row in meta)  # first length
     split_seqs = [i for i in range(len(ns) - 1) if ns[i + 1] > ns[i]]
     assert [row[5] for row in meta] == split_seqs + [-1] * (len(meta) - len(split_seqs))
     assert len(ns) == b + 1 and ns[0] == 0
@@ -199,7 +200,7 @@ def test_single_sequence_spreads_over_all_parts():
     assert ns == [0, 128]
     assert costs == [10] * 128 + [0] * 4
     assert meta[0][5] == 0
-    assert meta[127] == [0, 1016, 1, 0, 127, -1, 0, 0]
+    assert meta[127] == [0, 1016, 1, 0, 127, -1, 65536, 0]
     assert meta[128:] == [[1, 0, 1, 0, 0, -1, 0, 0]] * 4
 
 
@@ -215,7 +216,7 @@ def test_hand_one_sequence_two_parts():
     # part 0 takes 7-2=5 tiles, part 1 the last 5 (cost 7).
     assert payload([640], 2) == 7
     meta, ns = schedule([640], 2)
-    assert meta == [[0, 0, 0, 5, 0, 0, 0, 0], [0, 5, 1, 0, 1, -1, 0, 0]]
+    assert meta == [[0, 0, 0, 5, 0, 0, 640, 0], [0, 5, 1, 0, 1, -1, 640, 0]]
     assert ns == [0, 2]
     assert list(pieces(meta[0], [10], ns)) == [(0, 0, 5, 0)]
     assert list(pieces(meta[1], [10], ns)) == [(0, 5, 10, 1)]
@@ -230,9 +231,9 @@ def test_hand_mixed_three_parts():
     n = [10, 1, 1, 100]
     meta, ns = schedule(lens, 3)
     assert meta == [
-        [0, 0, 3, 22, 0, 3, 0, 0],
-        [3, 22, 3, 62, 1, -1, 0, 0],
-        [3, 62, 4, 0, 2, -1, 0, 0],
+        [0, 0, 3, 22, 0, 3, 640, 0],
+        [3, 22, 3, 62, 1, -1, 6400, 0],
+        [3, 62, 4, 0, 2, -1, 6400, 0],
     ]
     assert ns == [0, 0, 0, 0, 3]
     assert list(pieces(meta[0], n, ns)) == [(0, 0, 10, -1), (1, 0, 1, -1), (2, 0, 1, -1), (3, 0, 22, 0)]
@@ -244,7 +245,7 @@ def test_hand_mixed_three_parts():
 def test_hand_no_room_left_no_split():
     # n=[10,10], total=24, payload=14: part 0 finishes seq 0 (rem 2), take = 0 -> no piece.
     meta, ns = schedule([640, 640], 2)
-    assert meta == [[0, 0, 1, 0, 0, -1, 0, 0], [1, 0, 2, 0, 0, -1, 0, 0]]
+    assert meta == [[0, 0, 1, 0, 0, -1, 640, 0], [1, 0, 2, 0, 0, -1, 640, 0]]
     assert ns == [0, 0, 0]
     # part 0 ends at (1, 0): sequence 1 is not touched by it.
     assert list(pieces(meta[0], [10, 10], ns)) == [(0, 0, 10, -1)]
@@ -253,7 +254,7 @@ def test_hand_no_room_left_no_split():
 
 def test_hand_more_parts_than_work():
     meta, ns = schedule([1], 4)  # total 3, payload 3: part 0 does it all, parts 1..3 are empty
-    assert meta == [[0, 0, 1, 0, 0, -1, 0, 0]] + [[1, 0, 1, 0, 0, -1, 0, 0]] * 3
+    assert meta == [[0, 0, 1, 0, 0, -1, 1, 0]] + [[1, 0, 1, 0, 0, -1, 0, 0]] * 3
     assert ns == [0, 0]
     assert [list(pieces(r, [1], ns)) for r in meta] == [[(0, 0, 1, -1)], [], [], []]
 
@@ -265,7 +266,7 @@ def test_hand_split_sequence_in_the_middle_of_a_part():
     lens = [100, 1280, 128]
     assert payload(lens, 2) == 16
     meta, ns = schedule(lens, 2)
-    assert meta == [[0, 0, 1, 10, 0, 1, 0, 0], [1, 10, 3, 0, 1, -1, 0, 0]]
+    assert meta == [[0, 0, 1, 10, 0, 1, 100, 0], [1, 10, 3, 0, 1, -1, 1280, 0]]
     assert ns == [0, 0, 2, 2]
     n = [2, 20, 2]
     assert list(pieces(meta[0], n, ns)) == [(0, 0, 2, -1), (1, 0, 10, 0)]

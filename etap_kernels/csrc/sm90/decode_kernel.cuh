@@ -171,6 +171,7 @@ using StorageOf = std::conditional_t<kFp8 && kHeadsOnM, HeadsOnMFp8Storage<T>, S
 
 struct Piece {
   int batch, tile_begin, tile_end, slot;  // slot < 0: whole sequence, write out/lse directly
+  int len;                                // the sequence's length as given (see effective_len)
 };
 
 // Diagnostics only (-DETAP_TRACE, scripts/trace_case.py): thread 0 of each warpgroup of CTA
@@ -253,7 +254,10 @@ __device__ __forceinline__ void for_each_piece(const DecodeParams& p, int part, 
   const int* meta = p.sched_meta + part * kMetaInts;
   const int b0 = meta[0], t0 = meta[1], b1 = meta[2], t1 = meta[3], split0 = meta[4];
   for (int i = max(b0, 0); i <= b1 && i < p.batch; ++i) {
-    const int n = num_tiles_of(p.seqlens[i]);
+    // The first sequence's length comes in the part's row (meta[6]): one dependent load fewer
+    // before the producer's first copy.
+    const int len = i == b0 ? meta[6] : p.seqlens[i];
+    const int n = num_tiles_of(len);
     const int ta = i == b0 ? t0 : 0;
     const int tb = min(i == b1 ? t1 : n, n);
     if (ta >= tb) continue;
@@ -263,17 +267,17 @@ __device__ __forceinline__ void for_each_piece(const DecodeParams& p, int part, 
       slot = p.num_splits[i] + (i == b0 ? split0 : 0);
       if (slot < 0 || slot >= p.max_slots) slot = -2;  // inconsistent metadata: compute, write nothing
     }
-    f(Piece{i, ta, tb, slot});
+    f(Piece{i, ta, tb, slot, len});
   }
 }
 
-// Tokens of sequence i that the page table can address; lengths are clamped to it.
-__device__ __forceinline__ int effective_len(const DecodeParams& p, int i) {
+// Tokens of sequence i (of length `given`) that the page table can address; lengths are
+// clamped to it.
+__device__ __forceinline__ int effective_len(const DecodeParams& p, int i, int given) {
   int64_t cap_pages = p.page_indptr ? int64_t(p.page_indptr[i + 1]) - p.page_indptr[i]
                                     : int64_t(p.max_pages_per_seq);
   int64_t cap = cap_pages * p.page_size;
-  int64_t len = p.seqlens[i];
-  len = len < 0 ? 0 : len;
+  int64_t len = given < 0 ? 0 : given;
   return int(len < cap ? len : (cap < 0 ? 0 : cap));
 }
 
@@ -325,7 +329,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, S& ss, int part,
   }
 
   for_each_piece(p, part, [&](const Piece& pc) {
-    const int len = effective_len(p, pc.batch);
+    const int len = effective_len(p, pc.batch, pc.len);
     const int* table = p.page_indptr ? p.page_table + p.page_indptr[pc.batch]
                                      : p.page_table + int64_t(pc.batch) * p.page_table_stride;
     const int64_t table_begin = p.page_indptr ? p.page_indptr[pc.batch] : 0;
@@ -574,7 +578,7 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
   ETAP_MARK(15);
   ETAP_CTA_SPAN_BEGIN();
   for_each_piece(p, part, [&](const Piece& pc) {
-    const int len = effective_len(p, pc.batch);
+    const int len = effective_len(p, pc.batch, pc.len);
     // KV positions < limit_of(c) are visible to column c (recomputed where a tile needs masks:
     // an array of them would hold kCols registers through the whole loop).
     auto limit_of = [&](int c) {

@@ -170,7 +170,7 @@ __device__ __forceinline__ void consumer_heads_on_m(const DecodeParams& p, S& ss
   ETAP_MARK(15);
   ETAP_CTA_SPAN_BEGIN();
   for_each_piece(p, part, [&](const Piece& pc) __attribute__((always_inline)) {
-    const int len = effective_len(p, pc.batch);
+    const int len = effective_len(p, pc.batch, pc.len);
     int limit[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {

@@ -31,6 +31,9 @@ __global__ void metadata_kernel(MetadataParams p) {
   __syncthreads();
   if (threadIdx.x == 0)
     schedule_walk(tiles, p.batch, p.num_parts, least_pay + best_extra, p.fixed_cost, p.sched_meta, p.num_splits);
+  __syncthreads();  // the walk's rows, in global memory, are visible to the block after it
+  for (int part = threadIdx.x; part < p.num_parts; part += blockDim.x)
+    schedule_first_len(p.seqlens, p.batch, p.sched_meta + part * kMetaInts);
 }
 
 }  // namespace

@@ -83,4 +83,11 @@ ETAP_HD inline void schedule_walk(const int* tiles, int batch, int num_parts, lo
   }
 }
 
+// meta[6] of a part's row: the length of its first sequence, negatives as 0 (0 past the batch),
+// so the decode kernel's producer need not load it before its first copy.
+ETAP_HD inline void schedule_first_len(const int* seqlens, int batch, int* meta_row) {
+  const int len = meta_row[0] < batch ? seqlens[meta_row[0]] : 0;
+  meta_row[6] = len < 0 ? 0 : len;
+}
+
 }  // namespace etap
