@@ -31,7 +31,7 @@ int main() {
     for (int i = 0; i < batch; ++i) {
       int len;
       if (std::scanf("%d", &len) != 1) return 1;
-      tiles[i] = len <= 0 ? 1 : (len + kTileKV - 1) / kTileKV;  // as metadata_kernel
+      tiles[i] = schedule_num_tiles(len);  // as metadata_kernel
     }
     const long long pay = schedule_payload(tiles.data(), batch, parts, cost);
     std::vector<int> meta(parts * kMetaInts), splits(batch + 1);
