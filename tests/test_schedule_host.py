@@ -30,7 +30,7 @@ int main() {
     std::vector<int> tiles(batch), lens(batch);
     for (int i = 0; i < batch; ++i) {
       if (std::scanf("%d", &lens[i]) != 1) return 1;
-      tiles[i] = lens[i] <= 0 ? 1 : (lens[i] + kTileKV - 1) / kTileKV;  // as metadata_kernel
+      tiles[i] = schedule_num_tiles(lens[i]);  // as metadata_kernel
     }
     const long long pay = schedule_payload(tiles.data(), batch, parts, cost);
     std::vector<int> meta(parts * kMetaInts), splits(batch + 1);

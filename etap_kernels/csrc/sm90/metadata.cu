@@ -12,10 +12,7 @@ namespace {
 
 __global__ void metadata_kernel(MetadataParams p) {
   extern __shared__ int tiles[];  // tiles per sequence (at least 1, so empty ones get written)
-  for (int i = threadIdx.x; i < p.batch; i += blockDim.x) {
-    const int len = p.seqlens[i];
-    tiles[i] = len <= 0 ? 1 : (len + kTileKV - 1) / kTileKV;
-  }
+  for (int i = threadIdx.x; i < p.batch; i += blockDim.x) tiles[i] = schedule_num_tiles(p.seqlens[i]);
   __syncthreads();
   if (threadIdx.x == 0)
     schedule_walk(tiles, p.batch, p.num_parts, schedule_payload(tiles, p.batch, p.num_parts, p.fixed_cost),

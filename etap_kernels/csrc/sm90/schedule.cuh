@@ -11,6 +11,10 @@
 
 namespace etap {
 
+// Tiles of a sequence of length `len`; at least 1, so an empty sequence still gets its output
+// written. The scheduler and the decode kernel's piece walk count with it.
+ETAP_HD inline int schedule_num_tiles(int len) { return len <= 0 ? 1 : (len + kTileKV - 1) / kTileKV; }
+
 // Payload of a part: C + fixed_cost, C = cdiv(sum(tiles + fixed_cost), num_parts). With it no
 // part costs more than the payload, the last one included (tests/test_scheduler.py).
 ETAP_HD inline long long schedule_payload(const int* tiles, int batch, int num_parts, int fixed_cost) {
