@@ -1,5 +1,6 @@
 """Compile check without a GPU: every kernel source with nvcc for sm_90a (the flags of the real
-build), and the torch bindings with the host compiler (syntax only; a CPU build of torch will do). Exits non-zero on the first error. Used by CI (.ci/run)."""
+build), and the torch bindings with the host compiler (syntax only; a CPU build of torch will
+do). Exits non-zero on the first error. Used by CI (.ci/run)."""
 
 from __future__ import annotations
 

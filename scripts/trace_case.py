@@ -63,14 +63,20 @@ def parse(text: str) -> dict:
     return marks
 
 
-def parse_ctas(text: str) -> dict:
-    """ETAP_CTA lines (every CTA's consumer warpgroup 0: start ns, span ns, span cycles, tiles) ->
-    the spread of spans, the SM clock (cycles / ns) and cycles per tile over all CTAs."""
+def cta_rows(text: str) -> list:
+    """ETAP_CTA lines (every CTA's consumer warpgroup 0) as tuples (block x, block y, start ns,
+    span ns, span cycles, tiles)."""
     rows = []
     for line in text.splitlines():
         parts = line.split()
         if len(parts) == 7 and parts[0] == "ETAP_CTA":
             rows.append(tuple(int(x) for x in parts[1:]))
+    return rows
+
+
+def parse_ctas(text: str) -> dict:
+    """The spread of the CTAs' spans, the SM clock (cycles / ns) and cycles per tile over all CTAs."""
+    rows = cta_rows(text)
     if not rows:
         return {}
 
@@ -89,8 +95,7 @@ def parse_ctas(text: str) -> dict:
 
 def cta_csv(text: str) -> str:
     """Every CTA's ETAP_CTA row as CSV, start times relative to the earliest CTA's."""
-    rows = [tuple(int(x) for x in line.split()[1:]) for line in text.splitlines()
-            if len(line.split()) == 7 and line.split()[0] == "ETAP_CTA"]
+    rows = cta_rows(text)
     t0 = min((r[2] for r in rows), default=0)
     lines = ["block_x,block_y,start_ns,span_ns,span_cycles,tiles"]
     lines += [f"{r[0]},{r[1]},{r[2] - t0},{r[3]},{r[4]},{r[5]}" for r in sorted(rows)]

@@ -31,7 +31,7 @@ int main() {
     std::vector<int> tiles(batch), lens(batch);
     for (int i = 0; i < batch; ++i) {
       if (std::scanf("%d", &lens[i]) != 1) return 1;
-      tiles[i] = lens[i] <= 0 ? 1 : (lens[i] + kTileKV - 1) / kTileKV;  // as metadata_kernel
+      tiles[i] = schedule_num_tiles(lens[i]);  // as metadata_kernel
     }
     const long long least = schedule_least_payload(tiles.data(), batch, parts, cost);
     int best = cost;

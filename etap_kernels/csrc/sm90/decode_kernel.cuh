@@ -31,6 +31,7 @@
 
 #include "../etap_params.h"
 #include "fp8_tile.cuh"
+#include "schedule.cuh"
 #include "swizzle.cuh"
 #include "sync.cuh"
 
@@ -244,9 +245,6 @@ static __global__ void print_trace_kernel() {
 // own 6 = a whole tile's copies issued, 7 = the next tile's page ids landed, 8 = its page check
 // (a 128-thread barrier) passed.
 
-__device__ __forceinline__ int num_tiles_of(int len) {
-  return len <= 0 ? 1 : (len + kTileKV - 1) / kTileKV;
-}
 
 // Walks the pieces of one part exactly as etap_kernels/scheduler.py documents.
 template <class F>
@@ -257,7 +255,7 @@ __device__ __forceinline__ void for_each_piece(const DecodeParams& p, int part, 
     // The first sequence's length comes in the part's row (meta[6]): one dependent load fewer
     // before the producer's first copy.
     const int len = i == b0 ? meta[6] : p.seqlens[i];
-    const int n = num_tiles_of(len);
+    const int n = schedule_num_tiles(len);
     const int ta = i == b0 ? t0 : 0;
     const int tb = min(i == b1 ? t1 : n, n);
     if (ta >= tb) continue;

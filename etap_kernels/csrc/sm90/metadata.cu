@@ -14,10 +14,7 @@ __global__ void metadata_kernel(MetadataParams p) {
   extern __shared__ int tiles[];  // tiles per sequence (at least 1, so empty ones get written)
   __shared__ long long least_pay;  // C = cdiv(total cost, num_parts)
   __shared__ int best_extra;       // the payload is C + best_extra
-  for (int i = threadIdx.x; i < p.batch; i += blockDim.x) {
-    const int len = p.seqlens[i];
-    tiles[i] = len <= 0 ? 1 : (len + kTileKV - 1) / kTileKV;
-  }
+  for (int i = threadIdx.x; i < p.batch; i += blockDim.x) tiles[i] = schedule_num_tiles(p.seqlens[i]);
   __syncthreads();
   if (threadIdx.x == 0) {
     least_pay = schedule_least_payload(tiles, p.batch, p.num_parts, p.fixed_cost);

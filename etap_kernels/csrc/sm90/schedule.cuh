@@ -11,6 +11,10 @@
 
 namespace etap {
 
+// Tiles of a sequence of length `len`; at least 1, so an empty sequence still gets its output
+// written. The scheduler and the decode kernel's piece walk count with it.
+ETAP_HD inline int schedule_num_tiles(int len) { return len <= 0 ? 1 : (len + kTileKV - 1) / kTileKV; }
+
 // Least payload C = cdiv(sum(tiles + fixed_cost), num_parts).
 ETAP_HD inline long long schedule_least_payload(const int* tiles, int batch, int num_parts, int fixed_cost) {
   long long total = 0;
