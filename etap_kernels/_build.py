@@ -13,12 +13,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
+import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CSRC = PACKAGE_DIR / "csrc"
 EXT_NAME = "etap_kernels_C"
+BUILD_DONE = "build.done"  # written after a JIT build succeeded, so its module is complete
 
 
 def kernel_sources() -> list[Path]:
@@ -102,7 +105,16 @@ def load_extension():
     tag = f"torch{torch.__version__.replace('+', '_')}-{_source_hash()}"
     build_dir = cache_root / tag
     build_dir.mkdir(parents=True, exist_ok=True)
-    return cpp_extension.load(
+    # A finished build is imported directly: cpp_extension.load takes a lock file on every call, and
+    # one left by a process killed during that call makes every later import wait forever.
+    done = build_dir / BUILD_DONE
+    if done.exists():
+        return _import_built(build_dir / f"{EXT_NAME}.so")
+    lock = build_dir / "lock"
+    if lock.exists():
+        warnings.warn(f"waiting for {lock}: another process is building the ETAP kernels; "
+                      "if none is, delete the file", stacklevel=2)
+    module = cpp_extension.load(
         name=EXT_NAME,
         sources=[str(s) for s in all_sources()],
         extra_include_paths=include_dirs(),
@@ -111,3 +123,12 @@ def load_extension():
         build_directory=str(build_dir),
         verbose=bool(os.environ.get("ETAP_BUILD_VERBOSE")),
     )
+    done.touch()
+    return module
+
+
+def _import_built(path: Path):
+    spec = importlib.util.spec_from_file_location(EXT_NAME, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
