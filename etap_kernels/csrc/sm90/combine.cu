@@ -55,7 +55,12 @@ __global__ void __launch_bounds__(Shape::kThreads) combine_kernel(const __grid_c
   __shared__ float4 slice_sum[kSlices > 1 ? kSlices - 1 : 1][kColThreads];
   const int tid = threadIdx.x, lane = tid % 32;
   const int slice = tid / kColThreads, col = chunk * kColThreads + tid % kColThreads;
-  auto lse_of = [&](int k) { return p.lse_accum[(int64_t(first + k) * p.num_groups + g) * kRowsPerCta + local]; };
+  // Slot k of this row: lse at lse_first[k * lse_stride], partial output at base[k * slot_stride].
+  const int lse_stride = p.num_groups * kRowsPerCta;
+  const int64_t slot_stride = int64_t(lse_stride) * kDimV;
+  const int64_t slot0 = (int64_t(first) * p.num_groups + g) * kRowsPerCta + local;
+  const float* lse_first = p.lse_accum + slot0;
+  auto lse_of = [&](int k) { return lse_first[k * lse_stride]; };
   // Max and sum of 2^lse over the slots, across the whole block (one load per thread for <= 512 slots).
   __shared__ float warp_red[kCombineThreads / 32];
   static_assert(kCombineThreads % 32 == 0, "whole warps");
@@ -74,8 +79,7 @@ __global__ void __launch_bounds__(Shape::kThreads) combine_kernel(const __grid_c
   };
   const int tok = row / p.h_q, head = row % p.h_q;
   T* out = static_cast<T*>(p.out) + i * p.out_stride[0] + tok * p.out_stride[1] + head * p.out_stride[2];
-  const float* base = p.o_accum + ((int64_t(first) * p.num_groups + g) * kRowsPerCta + local) * kDimV + col * 4;
-  const int64_t slot_stride = int64_t(p.num_groups) * kRowsPerCta * kDimV;
+  const float* base = p.o_accum + slot0 * kDimV + col * 4;
   auto write = [&](float4 acc, float m, float sum) {
     alignas(8) T v[4] = {from_float<T>(acc.x), from_float<T>(acc.y), from_float<T>(acc.z), from_float<T>(acc.w)};
     *reinterpret_cast<uint2*>(out + col * 4) = *reinterpret_cast<const uint2*>(v);
@@ -88,8 +92,7 @@ __global__ void __launch_bounds__(Shape::kThreads) combine_kernel(const __grid_c
     // Narrow: every thread reads all the slots' lse itself (the same addresses across the block)
     // in the same round as its partial rows, and merges them online: no block-wide reductions,
     // and one round of loads instead of lse first, then the partials.
-    const int lse_stride = p.num_groups * kRowsPerCta;
-    const float* lse_k = p.lse_accum + (int64_t(first) * p.num_groups + g) * kRowsPerCta + local;
+    const float* lse_k = lse_first;
     const float* o_k = base;
     float m = -INFINITY, sum = 0.f;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
