@@ -154,9 +154,14 @@ class Case:
         self.flops = 2 * s_q * h_q * sum(self.lens_list) * (576 + 512)
 
 
-def etap_calls(case: Case):
+def etap_calls(case: Case, split_caches: bool = False):
+    """split_caches: the latent and rope parts in two contiguous caches (FlashInfer's paged layout:
+    512- and 64-element rows) instead of views of the one 576-element-row cache. In e4m3 a 576-byte
+    row puts every other row's 128-byte chunks across two 128-byte lines; 512-byte rows do not."""
     meta, splits = etap_kernels.get_mla_metadata(case.seqlens, case.s_q * case.h_q, 1, is_fp8_kvcache=case.fp8)
     ckv, kpe = case.k_cache[:, :, 0, :512], case.k_cache[:, :, 0, 512:]
+    if split_caches:
+        ckv, kpe = ckv.contiguous(), kpe.contiguous()
     qn, qr = case.q[..., :512], case.q[..., 512:]
     out = torch.empty(case.b, case.s_q, case.h_q, 512, dtype=case.dtype, device="cuda")
     lse = torch.empty(case.b, case.h_q, case.s_q, dtype=torch.float32, device="cuda")
@@ -324,11 +329,12 @@ def main():
     ap.add_argument("--rmse", action="store_true", help="also the RMSE and relative error of each output against "
                     "the float64 reference on the same inputs (columns rmse, rel_err)")
     ap.add_argument("--kv", default="bf16", choices=("bf16", "fp8"),
-                    help="cache dtype: bf16, or e4m3 (peers: FlashMLA's FP8 path only)")
+                    help="cache dtype: bf16, or e4m3 (peers: FlashMLA's FP8 path and etap_split only)")
     ap.add_argument("--peers", default="flashmla,fa2,fa3,fi_etap,triton,flash_attn3",
                     help="comma list of flashmla, fa2, fa3 (FlashInfer's), fi_etap (ETAP via the patched FlashInfer "
                          "wrapper), triton (SGLang's Triton MLA decode), flash_attn3 (FlashAttention-3's MLA path "
-                         "from sgl_kernel); peers that are not importable are skipped")
+                         "from sgl_kernel), etap_split (ETAP itself on separate contiguous latent and rope caches; "
+                         "not in the default list); peers that are not importable are skipped")
     ap.add_argument("--variants", default="",
                     help="comma list of ETAP experiment switches to time beside the default, each as its own "
                          "impl 'etap+NAME' (ETAP_<NAME>=1, or ETAP_<NAME>=V for NAME=V, while it is captured), "
@@ -350,7 +356,7 @@ def main():
                                   for f in v.split("+")) for v in args.variants.split(",") if v}
     ensure_integration_importable()
     if args.kv == "fp8":
-        peers = [p for p in peers if p == "flashmla"]
+        peers = [p for p in peers if p in ("flashmla", "etap_split")]
     flashmla = (load_flashmla_fp8() if args.kv == "fp8" else load_flashmla()) if "flashmla" in peers else None
     device = torch.cuda.get_device_name()
     copy_gbs = copy_bandwidth()
@@ -369,6 +375,8 @@ def main():
         impls = {"etap": etap_calls(case)}
         for name in variants:
             impls[name] = etap_calls(case)
+        if "etap_split" in peers:
+            impls["etap_split"] = etap_calls(case, split_caches=True)
         if "flashmla" in peers:
             impls["flashmla"] = flashmla_calls(case, flashmla)
         if "flash_attn3" in peers:

@@ -6,7 +6,8 @@
 # WHEEL_DIR: folders of wheels to install --no-deps into /tmp/site first (nvidia-cutlass,
 # sglang-kernel for FlashMLA, flashinfer and its three companions).
 # ETAP_FUZZ_CASES (default 1000; 0 skips reliability), ETAP_SANITIZE (compute-sanitizer tools),
-# ETAP_ROUNDS (bench rounds, default 2), ETAP_PEERS (bf16 peers, default flashmla,fa2,fa3,fi_etap).
+# ETAP_ROUNDS (bench rounds, default 2), ETAP_PEERS (bf16 peers, default flashmla,fa2,fa3,fi_etap),
+# ETAP_PEERS_FP8 (e4m3 peers, default flashmla; etap_split also times ETAP on separate latent/rope caches).
 set -uo pipefail
 OUT=${1:?usage: device_suite.sh OUT_DIR [WHEEL_DIR ...]}
 shift
@@ -29,6 +30,6 @@ if [ "${ETAP_FUZZ_CASES:-1000}" != 0 ]; then
   step reliability python3 scripts/reliability.py --cases "${ETAP_FUZZ_CASES:-1000}" --out "$OUT" \
     ${ETAP_SANITIZE:+--sanitize --tools "$ETAP_SANITIZE"}
 fi
-step bench-fp8 python3 scripts/bench_decode.py --grid quick --kv fp8 --peers flashmla --rounds "${ETAP_ROUNDS:-2}" --out "$OUT"
+step bench-fp8 python3 scripts/bench_decode.py --grid quick --kv fp8 --peers "${ETAP_PEERS_FP8:-flashmla}" --rounds "${ETAP_ROUNDS:-2}" --out "$OUT"
 step bench-bf16 python3 scripts/bench_decode.py --grid quick --peers "${ETAP_PEERS:-flashmla,fa2,fa3,fi_etap}" \
   --rounds "${ETAP_ROUNDS:-2}" --out "$OUT"
