@@ -100,6 +100,9 @@ struct Config {
   static constexpr int kCols = N / 4;  // query rows (accumulator columns) each thread holds
   // S^T accumulates over 36 k-steps; small-N WGMMAs are latency-bound when chained on one
   // accumulator, so independent partial sums are interleaved and added at the end.
+#if defined(ETAP_EXP_BULK_PAGE) && !defined(ETAP_EXP_NO_MATH)
+#error "ETAP_EXP_BULK_PAGE leaves e4m3 tiles in the cache's row layout: loads-only timing (ETAP_EXP_NO_MATH)"
+#endif
 #ifdef ETAP_S_CHAINS  // experiments only
   static constexpr int kSChains = ETAP_S_CHAINS;
 #else
@@ -392,7 +395,22 @@ __device__ __forceinline__ void producer(const DecodeParams& p, S& ss, int part,
           mbar_arrive_expect_tx(&ss.full[stage], C::kTileBytes - kFirstBytes);
           if constexpr (kFirstPart) mbar_arrive_expect_tx(&ss.full_first[stage], kFirstBytes);
         }
-        if (tid < 32) {
+#ifdef ETAP_EXP_BULK_PAGE
+        // Experiment (timing only, with ETAP_EXP_NO_MATH: the tile keeps the cache's row layout):
+        // a page's 64 contiguous e4m3 rows of 576 bytes as one 1-D bulk copy, line-aligned.
+        const bool bulk_page = kFp8 && p.tma_rows >= kTileKV && p.k_nope_row_stride == kDimV + kDimRope &&
+                               p.k_rope == static_cast<const void*>(k_nope + kDimV);
+        if (bulk_page && tid == 0) {
+          const KvT* src = k_nope + page_at(0) * p.k_nope_page_stride + slot_of(t * kTileKV) * p.k_nope_row_stride;
+          asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+                       ::"r"(smem_addr(tile)), "l"(src), "r"(uint32_t(kTileKV * (kDimV + kDimRope))),
+                       "r"(smem_addr(&ss.full[stage]))
+                       : "memory");
+        }
+#else
+        constexpr bool bulk_page = false;
+#endif
+        if (tid < 32 && !bulk_page) {
           for (int seg = tid * p.tma_rows; seg < kTileKV; seg += 32 * p.tma_rows) {
             const int page = page_at(seg), slot = slot_of(t * kTileKV + seg);
             if constexpr (kFp8) {
