@@ -666,63 +666,61 @@ __device__ __forceinline__ void consumer(const DecodeParams& p, SharedStorage<T,
 #pragma unroll
         for (int i = 0; i < 16; ++i) v[i] = static_cast<float>(in[i]);
       };
+      // Calls f(chunk, its 16 values as float) for each of this thread's chunks, a batch at a time.
+      auto for_each_chunk = [&](auto&& f) {
+#pragma unroll 1
+        for (int j0 = 0; j0 < kQIters; j0 += kQBatch) {
+          load_batch(j0);
+#pragma unroll
+          for (int jj = 0; jj < kQBatch; ++jj) {
+            const int c = tid + 128 * (j0 + jj);
+            if (c >= kQChunks) continue;
+            float v[16];
+            to_float(jj, v);
+            f(c, v);
+          }
+        }
+      };
       const float q_scale = p.q_scale ? *p.q_scale : 1.f;
       if (tid < N) amax[tid] = 0u;
       named_barrier_sync(bar_id, 128);
-#pragma unroll 1
-      for (int j0 = 0; j0 < kQIters; j0 += kQBatch) {
-        load_batch(j0);
+      for_each_chunk([&](int c, const float (&v)[16]) {
+        float m = 0.f;
 #pragma unroll
-        for (int jj = 0; jj < kQBatch; ++jj) {
-          const int c = tid + 128 * (j0 + jj);
-          if (c >= kQChunks) continue;
-          float v[16], m = 0.f;
-          to_float(jj, v);
-#pragma unroll
-          for (int i = 0; i < 16; ++i) m = fmaxf(m, fabsf(v[i]));
-          atomicMax(&amax[c / kQ16PerRow], __float_as_uint(m));  // non-negative floats order as unsigned ints
-        }
-      }
+        for (int i = 0; i < 16; ++i) m = fmaxf(m, fabsf(v[i]));
+        atomicMax(&amax[c / kQ16PerRow], __float_as_uint(m));  // non-negative floats order as unsigned ints
+      });
       named_barrier_sync(bar_id, 128);
       auto sigma_of = [&](int n) {
         const float am = __uint_as_float(amax[n]);
         return am > 0.f && am < INFINITY ? 240.f / am : 1.f;
       };
-#pragma unroll 1
-      for (int j0 = 0; j0 < kQIters; j0 += kQBatch) {
-        load_batch(j0);
+      for_each_chunk([&](int c, const float (&v)[16]) {
+        const int n = c / kQ16PerRow, kb = c % kQ16PerRow;
+        const float sigma = sigma_of(n);
+        uint4 hi, lo;
+        uint32_t* h = &hi.x;
+        uint32_t* l = &lo.x;
 #pragma unroll
-        for (int jj = 0; jj < kQBatch; ++jj) {
-          const int c = tid + 128 * (j0 + jj);
-          if (c >= kQChunks) continue;
-          const int n = c / kQ16PerRow, kb = c % kQ16PerRow;
-          float v[16];
-          to_float(jj, v);
-          const float sigma = sigma_of(n);
-          uint4 hi, lo;
-          uint32_t* h = &hi.x;
-          uint32_t* l = &lo.x;
+        for (int i = 0; i < 16; i += 4) {
+          float a[4], r[4];
 #pragma unroll
-          for (int i = 0; i < 16; i += 4) {
-            float a[4], r[4];
+          for (int k = 0; k < 4; ++k) a[k] = v[i + k] * sigma;
+          h[i / 4] = f32x4_to_e4m3x4(a[0], a[1], a[2], a[3]);
+          float back[4];
+          e4m3x4_to_f32x4(h[i / 4], back);
 #pragma unroll
-            for (int k = 0; k < 4; ++k) a[k] = v[i + k] * sigma;
-            h[i / 4] = f32x4_to_e4m3x4(a[0], a[1], a[2], a[3]);
-            float back[4];
-            e4m3x4_to_f32x4(h[i / 4], back);
-#pragma unroll
-            for (int k = 0; k < 4; ++k) r[k] = (a[k] - back[k]) * 16.f;
-            l[i / 4] = f32x4_to_e4m3x4(r[0], r[1], r[2], r[3]);
-          }
-          if (kb < kDimV / 16) {
-            *reinterpret_cast<uint4*>(&sQ8n(n, kb * 16)) = hi;
-            *reinterpret_cast<uint4*>(&sQ8n(n + N, kb * 16)) = lo;
-          } else {
-            *reinterpret_cast<uint4*>(&sQ8r(n, kb * 16 - kDimV)) = hi;
-            *reinterpret_cast<uint4*>(&sQ8r(n + N, kb * 16 - kDimV)) = lo;
-          }
+          for (int k = 0; k < 4; ++k) r[k] = (a[k] - back[k]) * 16.f;
+          l[i / 4] = f32x4_to_e4m3x4(r[0], r[1], r[2], r[3]);
         }
-      }
+        if (kb < kDimV / 16) {
+          *reinterpret_cast<uint4*>(&sQ8n(n, kb * 16)) = hi;
+          *reinterpret_cast<uint4*>(&sQ8n(n + N, kb * 16)) = lo;
+        } else {
+          *reinterpret_cast<uint4*>(&sQ8r(n, kb * 16 - kDimV)) = hi;
+          *reinterpret_cast<uint4*>(&sQ8r(n + N, kb * 16 - kDimV)) = lo;
+        }
+      });
       const float q_mul = p.scale_log2 * kv_scale * q_scale;
 #pragma unroll
       for (int c = 0; c < kCols; ++c) {
