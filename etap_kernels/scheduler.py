@@ -128,6 +128,8 @@ def fits(n: Sequence[int], num_parts: int, pay: int, fixed_cost: int) -> bool:
     every tile count in ``n`` within ``num_parts`` parts."""
     i = t = 0
     for _ in range(num_parts):
+        if i == len(n):
+            break
         rem = pay
         while i < len(n):
             need = n[i] - t + fixed_cost
@@ -139,8 +141,6 @@ def fits(n: Sequence[int], num_parts: int, pay: int, fixed_cost: int) -> bool:
                 if rem - fixed_cost > 0:
                     t += rem - fixed_cost
                 break
-        if i == len(n):
-            return True
     return i == len(n)
 
 

@@ -66,21 +66,13 @@ def evaluate(rows: dict) -> list:
     for kv, label, where, (kind, value) in TARGETS:
         grid = rows.get(kv, {})
         if where is None:  # every row: ETAP against each peer of that row
-            worst = None
-            for key, impls in sorted(grid.items()):
-                etap = impls.get("etap")
-                if etap is None:
-                    continue
-                for impl, r in impls.items():
-                    if is_peer(impl) and r.get("us"):
-                        ratio = etap["us"] / r["us"]
-                        if worst is None or ratio > worst[0]:
-                            worst = (ratio, key, impl)
-            if worst is None:
+            ratios = [(impls["etap"]["us"] / r["us"], key, impl) for key, impls in sorted(grid.items())
+                      if "etap" in impls for impl, r in impls.items() if is_peer(impl) and r.get("us")]
+            if not ratios:
                 out.append(dict(cache=kv, target=label, row="-", etap="not measured", peers="", met=None))
                 continue
-            slower = sum(1 for impls in grid.values() if "etap" in impls
-                         for impl, r in impls.items() if is_peer(impl) and r.get("us") and impls["etap"]["us"] > r["us"])
+            worst = max(ratios, key=lambda x: x[0])
+            slower = sum(1 for ratio, _, _ in ratios if ratio > 1.0)
             out.append(dict(cache=kv, target=label, row=f"worst: {row_label(worst[1])} vs {worst[2]}",
                             etap=f"{worst[0]:.2f}x its time", peers=f"{slower} row-peer pairs slower",
                             met=worst[0] <= 1.0))
